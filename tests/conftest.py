@@ -1,0 +1,41 @@
+"""Shared test set-up: offline Hugging Face, no telemetry, tiny assets built on demand."""
+
+import os
+from pathlib import Path
+
+# Every hub call would otherwise retry for ~46 s before failing on these machines.
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_UPDATE_DOWNLOAD_COUNTS": "0",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ[_key] = _value
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MIRROR = REPO_ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def mirror_dir() -> Path:
+    if not MIRROR.is_dir():
+        pytest.fail(f"dataset mirror not found at {MIRROR}; tests need ../shared/datasets")
+    return MIRROR
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised Llama with a locally trained tokenizer (seconds, offline)."""
+    from tunebench.models import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

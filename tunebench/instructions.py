@@ -1,0 +1,69 @@
+"""Stage logic for `format-instructions`: capped, seeded samples rendered as instructions.
+
+Each example becomes {"id", "prompt", "completion"}: the prompt as the task file renders it
+(FinGPT: "Instruction: ...\\nInput: ...\\nAnswer: ") and the canonical label as completion.
+Tasks whose base model is prompted few-shot also get "prompt_base". Rendering through a
+model's chat template happens in the model stages, since it depends on the model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from tunebench.tasks import Task, render_prompt
+
+
+def stratified_sample(labels: Sequence[str], cap: int | None, seed: int) -> list[int]:
+    """Positions of a seeded sample of at most `cap` rows keeping label proportions
+    (largest-remainder allocation), returned in their original order."""
+    import numpy as np
+
+    n = len(labels)
+    if cap is None or cap >= n:
+        return list(range(n))
+    counts = Counter(labels)
+    quotas = {label: cap * count / n for label, count in counts.items()}
+    alloc = {label: int(q) for label, q in quotas.items()}
+    by_remainder = sorted(quotas, key=lambda lab: (-(quotas[lab] - alloc[lab]), lab))
+    for label in by_remainder[: cap - sum(alloc.values())]:
+        alloc[label] += 1
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in sorted(counts):
+        positions = [i for i, lab in enumerate(labels) if lab == label]
+        chosen += rng.permutation(positions)[: alloc[label]].tolist()
+    return sorted(chosen)
+
+
+def truncate_words(text: str, max_words: int | None) -> tuple[str, bool]:
+    """Keep the first `max_words` words; the policy for long inputs (e.g. job descriptions)."""
+    words = text.split()
+    if max_words is None or len(words) <= max_words:
+        return text, False
+    return " ".join(words[:max_words]) + " ...", True
+
+
+def format_instructions(
+    task: Task, df, cap: int | None, seed: int, max_words: int | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Render a split as instruction rows; also return counts for the summary."""
+    records = df.to_dict("records")
+    keep = stratified_sample([r["label"] for r in records], cap, seed)
+    rows, truncated = [], 0
+    for position in keep:
+        record = dict(records[position])
+        record["text"], cut = truncate_words(record["text"], max_words)
+        truncated += cut
+        row = {"id": record["id"], "prompt": render_prompt(task, record),
+               "completion": record["label"]}
+        if task.base_prompt == "few_shot":
+            from tunebench.fewshot import render_few_shot
+
+            row["prompt_base"] = render_few_shot(task, record)
+        rows.append(row)
+    summary = {"rows_in": len(records), "rows_out": len(rows), "cap": cap, "seed": seed,
+               "max_words": max_words, "truncated": truncated,
+               "label_counts": dict(sorted(Counter(r["completion"] for r in rows).items()))}
+    return rows, summary

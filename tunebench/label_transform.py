@@ -1,0 +1,153 @@
+"""Stage logic for `label-transform`: canonical labels, fixed splits, stable ids.
+
+Splits are fixed here, once: nothing downstream re-splits. A row that cannot be used
+(empty text, missing or unknown label) is never dropped silently: it goes to the
+quarantine with its reason, is counted in the summary, and the stage fails when the
+quarantined share passes a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+from tunebench.io import DataError
+from tunebench.tasks import LabelRule, Task
+
+REQUIRED_SPLITS = ("train", "test")
+
+
+def apply_label_rule(rule: LabelRule, row: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(canonical label, None) or (None, reason) for one raw row."""
+    if rule.any_of is not None:
+        values = [row.get(column) for column in rule.any_of]
+        if any(not isinstance(v, bool) for v in values):
+            return None, f"non-boolean value in {list(rule.any_of)}: {values!r}"
+        return rule.map[any(values)], None
+    value = row.get(rule.field)
+    if _missing(value):
+        return None, f"missing label in '{rule.field}'"
+    if rule.bin_edges is not None:
+        return _bin(rule, value)
+    if value not in rule.map:
+        return None, f"unknown label {value!r} in '{rule.field}'"
+    return rule.map[value], None
+
+
+def _bin(rule: LabelRule, value: Any) -> tuple[str | None, str | None]:
+    """Right-open bins: label i covers edges[i-1] <= value < edges[i]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, f"non-numeric score {value!r} in '{rule.field}'"
+    index = sum(value >= edge for edge in rule.bin_edges)
+    return rule.bin_labels[index], None
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def resplit_indices(n: int, test_size: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, test) positions exactly as `datasets.Dataset.train_test_split(seed=...)` makes
+    them: test = the first ceil(test_size * n) entries of default_rng(seed).permutation(n)."""
+    import numpy as np
+
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    n_test = math.ceil(test_size * n)
+    return perm[n_test:], perm[:n_test]
+
+
+def canonical_splits(task: Task, raw: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """{split: (raw split it comes from, DataFrame)}: the raw splits as they are, or
+    train/test made by the task's `resplit` when the source does not carry them."""
+    if all(name in raw for name in REQUIRED_SPLITS):
+        return {name: (name, df) for name, df in raw.items()}
+    if task.resplit is None or task.resplit.source not in raw:
+        raise DataError(
+            f"{task.path}: raw splits {sorted(raw)} lack {list(REQUIRED_SPLITS)} and the task "
+            "has no matching 'resplit'"
+        )
+    source = raw[task.resplit.source]
+    train, test = resplit_indices(len(source), task.resplit.test_size, task.resplit.seed)
+    out = {k: (k, v) for k, v in raw.items() if k != task.resplit.source}
+    for name, rows in (("train", train), ("test", test)):
+        out[name] = (task.resplit.source, source.iloc[rows].reset_index(drop=True))
+    return out
+
+
+def label_split(task: Task, df, split: str, raw_split: str):
+    """(kept DataFrame, quarantined rows) for one split. Columns of kept rows: id, text,
+    label, then the task's extra fields and prompt-variable source columns."""
+    import pandas as pd
+
+    missing = [c for c in task.raw_columns() if c not in df.columns]
+    if missing:
+        raise DataError(f"{task.name}/{raw_split}: missing column(s) {', '.join(missing)} "
+                        f"(required by {task.path}); has {', '.join(map(str, df.columns))}")
+    extra = [v["field"] for v in task.prompt_vars.values() if isinstance(v, dict)]
+    kept, quarantined = [], []
+    for row in df.to_dict("records"):
+        example_id = f"{task.name}:{raw_split}:{row['source_row']}"
+        text = row[task.text_field]
+        label, reason = apply_label_rule(task.label, row)
+        if _missing(text) or not str(text).strip():
+            label, reason = None, f"empty text in '{task.text_field}'"
+        if reason is not None:
+            quarantined.append({"id": example_id, "split": split, "reason": reason,
+                                "row": _jsonable(row)})
+            continue
+        out = {"id": example_id, "text": str(text), "label": label}
+        out.update({name: row[column] for name, column in task.fields.items()})
+        out.update({column: row[column] for column in extra})
+        kept.append(out)
+    columns = ["id", "text", "label", *task.fields, *extra]
+    return pd.DataFrame(kept, columns=columns), quarantined
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in row.items():
+        if _missing(value):
+            out[key] = None
+        elif hasattr(value, "item"):  # numpy scalar
+            out[key] = value.item()
+        else:
+            out[key] = value if isinstance(value, int | float | bool | str) else str(value)
+    return out
+
+
+def label_transform(task: Task, raw: dict[str, Any], max_quarantine_share: float):
+    """Return ({split: DataFrame}, quarantined rows, summary); raise when too much is bad."""
+    splits, quarantine, summary = {}, [], {"task": task.name, "version": task.version,
+                                            "splits": {}}
+    for split, (raw_split, df) in canonical_splits(task, raw).items():
+        kept, bad = label_split(task, df, split, raw_split)
+        if len(kept) + len(bad) != len(df):  # every row is accounted for, by construction
+            raise AssertionError(f"{task.name}/{split}: rows in != kept + quarantined")
+        splits[split], quarantine = kept, quarantine + bad
+        summary["splits"][split] = {
+            "rows_in": len(df), "kept": len(kept), "quarantined": len(bad),
+            "label_counts": dict(sorted(Counter(kept["label"]).items())),
+            "quarantine_reasons": dict(Counter(r["reason"].split(" in ")[0] for r in bad)),
+        }
+    total = sum(s["rows_in"] for s in summary["splits"].values())
+    share = len(quarantine) / total if total else 0.0
+    summary.update(rows_in=total, quarantined=len(quarantine), quarantined_share=share,
+                   max_quarantine_share=max_quarantine_share,
+                   test_texts_in_train=_leak_count(splits))
+    if share > max_quarantine_share:
+        raise DataError(
+            f"{task.name}: {len(quarantine)} of {total} rows quarantined ({share:.2%}) > "
+            f"label_transform.max_quarantine_share {max_quarantine_share:.2%}; first reasons: "
+            + "; ".join(f"{r['id']}: {r['reason']}" for r in quarantine[:3])
+        )
+    return splits, quarantine, summary
+
+
+def _leak_count(splits: dict[str, Any]) -> int:
+    """Test rows whose text (case- and space-normalised) also occurs in train."""
+    def norm(texts):
+        return {" ".join(t.lower().split()) for t in texts}
+
+    train = norm(splits["train"]["text"])
+    return sum(" ".join(t.lower().split()) in train for t in splits["test"]["text"])

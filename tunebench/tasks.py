@@ -1,0 +1,277 @@
+"""The task registry: one YAML file per dataset, validated on load.
+
+A task file says where the data comes from (a Hugging Face dataset at a revision, or a
+local mirror laid out as ``<mirror>/<dir>/<file>.parquet``), how raw rows become
+canonical examples (text field, label rule, extra prompt fields), and how an example is
+rendered as an instruction. Files may ``include:`` a shared base (e.g. the four
+financial-sentiment datasets share ``_fin_sentiment.yaml``); the including file wins key
+by key. Every error names the file and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+
+from tunebench.config import ConfigError, check_keys, deep_merge
+
+TASK_KEYS = {
+    "include", "name", "version", "description", "license", "notes", "type", "source",
+    "resplit", "text_field", "fields", "label", "labels", "instruction", "template",
+    "prompt_vars", "few_shot", "base_prompt", "truncate", "parser", "metrics",
+}
+REQUIRED_KEYS = ("name", "version", "source", "text_field", "label", "labels",
+                 "instruction", "template", "parser", "metrics")
+
+
+@dataclass(frozen=True)
+class HubSource:
+    id: str
+    revision: str
+    config: str | None = None
+    # raw split name -> one hub split, or several concatenated in order
+    splits: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MirrorSplit:
+    file: str
+    where: dict[str, Any] = field(default_factory=dict)  # column -> required value
+
+
+@dataclass(frozen=True)
+class MirrorSource:
+    dir: str
+    splits: dict[str, MirrorSplit] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resplit:
+    """Make train/test from one raw split the way `datasets.Dataset.train_test_split` does."""
+
+    source: str
+    test_size: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """Exactly one of: a value map on `field`, right-open bins on `field`, or any-of booleans."""
+
+    field: str | None = None
+    map: dict[Any, str] | None = None
+    bin_edges: tuple[float, ...] | None = None
+    bin_labels: tuple[str, ...] | None = None
+    any_of: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    path: Path
+    version: int
+    hub: HubSource | None
+    mirror: MirrorSource | None
+    resplit: Resplit | None
+    text_field: str
+    fields: dict[str, str]  # prompt variable -> raw column, copied beside the text
+    label: LabelRule
+    labels: tuple[str, ...]
+    instruction: str
+    template: str
+    prompt_vars: dict[str, Any]  # variable -> constant, or {field, map} looked up per row
+    parser: str
+    metrics: tuple[str, ...]
+    description: str = ""
+    license: str = ""
+    notes: str = ""
+    truncate: dict[str, Any] = field(default_factory=dict)
+    few_shot: dict[str, Any] = field(default_factory=dict)
+    base_prompt: str = "zero_shot"
+
+    def raw_columns(self) -> list[str]:
+        """Columns a raw split must have for this task."""
+        cols = [self.text_field, *self.fields.values()]
+        cols += [self.label.field] if self.label.field else list(self.label.any_of or ())
+        cols += [v["field"] for v in self.prompt_vars.values() if isinstance(v, Mapping)]
+        return list(dict.fromkeys(cols))
+
+
+def read_task_yaml(path: Path) -> dict[str, Any]:
+    """Read a task file and resolve its `include:` chain (relative to the including file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: task file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    include = data.pop("include", None)
+    if include is None:
+        return data
+    return deep_merge(read_task_yaml(path.parent / include), data)
+
+
+def load_task(path: Path, overrides: Mapping[str, Any] | None = None) -> Task:
+    """Load, merge `overrides` (from params.yaml) and validate one task file."""
+    path = Path(path)
+    data = read_task_yaml(path)
+    if overrides:
+        data = deep_merge(data, overrides)
+    where = str(path)
+    check_keys(data, TASK_KEYS - {"include"}, where, REQUIRED_KEYS)
+    if data["name"] != path.stem:
+        raise ConfigError(f"{where}: name '{data['name']}' must match the file name '{path.stem}'")
+    labels = tuple(str(x) for x in data["labels"])
+    if len(set(labels)) != len(labels) or not labels:
+        raise ConfigError(f"{where}: labels must be a non-empty list of distinct names")
+    hub, mirror = _parse_source(data["source"], f"{where}: source")
+    task = Task(
+        name=data["name"],
+        path=path,
+        version=_int(data["version"], f"{where}: version"),
+        hub=hub,
+        mirror=mirror,
+        resplit=_parse_resplit(data.get("resplit"), f"{where}: resplit"),
+        text_field=str(data["text_field"]),
+        fields=dict(data.get("fields") or {}),
+        label=_parse_label(data["label"], labels, f"{where}: label"),
+        labels=labels,
+        instruction=str(data["instruction"]),
+        template=str(data["template"]),
+        prompt_vars=dict(data.get("prompt_vars") or {}),
+        parser=str(data["parser"]),
+        metrics=tuple(data["metrics"]),
+        description=str(data.get("description", "")),
+        license=str(data.get("license", "")),
+        notes=str(data.get("notes", "")),
+        truncate=dict(data.get("truncate") or {}),
+        few_shot=dict(data.get("few_shot") or {}),
+        base_prompt=str(data.get("base_prompt", "zero_shot")),
+    )
+    _check_prompt(task, where)
+    return task
+
+
+def _int(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _parse_source(src: Any, where: str) -> tuple[HubSource | None, MirrorSource | None]:
+    check_keys(src, {"hub", "mirror"}, where)
+    hub = mirror = None
+    if "hub" in src:
+        h = src["hub"]
+        check_keys(h, {"id", "config", "revision", "splits"}, f"{where}.hub",
+                   ("id", "revision", "splits"))
+        splits = {k: [v] if isinstance(v, str) else list(v) for k, v in h["splits"].items()}
+        hub = HubSource(id=h["id"], revision=str(h["revision"]), config=h.get("config"),
+                        splits=splits)
+    if "mirror" in src:
+        m = src["mirror"]
+        check_keys(m, {"dir", "splits"}, f"{where}.mirror", ("dir", "splits"))
+        splits = {}
+        for name, spec in m["splits"].items():
+            check_keys(spec, {"file", "where"}, f"{where}.mirror.splits.{name}", ("file",))
+            splits[name] = MirrorSplit(file=spec["file"], where=dict(spec.get("where") or {}))
+        mirror = MirrorSource(dir=m["dir"], splits=splits)
+    if hub is None and mirror is None:
+        raise ConfigError(f"{where}: needs a 'hub' or a 'mirror' source")
+    return hub, mirror
+
+
+def _parse_resplit(spec: Any, where: str) -> Resplit | None:
+    if spec is None:
+        return None
+    check_keys(spec, {"from", "test_size", "seed"}, where, ("from", "test_size", "seed"))
+    size = spec["test_size"]
+    if not isinstance(size, float) or not 0 < size < 1:
+        raise ConfigError(f"{where}.test_size: expected a fraction in (0, 1), got {size!r}")
+    return Resplit(source=spec["from"], test_size=size, seed=_int(spec["seed"], f"{where}.seed"))
+
+
+def _parse_label(spec: Any, labels: tuple[str, ...], where: str) -> LabelRule:
+    check_keys(spec, {"field", "map", "bins", "any_of"}, where)
+    if "any_of" in spec:
+        mapping = spec.get("map") or {}
+        if set(mapping) != {True, False} or "bins" in spec or "field" in spec:
+            raise ConfigError(f"{where}: any_of takes only a map with keys true and false")
+        rule = LabelRule(any_of=tuple(spec["any_of"]), map=dict(mapping))
+    elif "bins" in spec:
+        bins = spec["bins"]
+        check_keys(bins, {"edges", "labels"}, f"{where}.bins", ("edges", "labels"))
+        edges, names = tuple(float(e) for e in bins["edges"]), tuple(bins["labels"])
+        if len(names) != len(edges) + 1 or list(edges) != sorted(edges) or "map" in spec:
+            raise ConfigError(f"{where}.bins: need sorted edges, one more label than edges, no map")
+        rule = LabelRule(field=_need(spec, "field", where), bin_edges=edges, bin_labels=names)
+    elif "map" in spec:
+        rule = LabelRule(field=_need(spec, "field", where), map=dict(spec["map"]))
+    else:
+        raise ConfigError(f"{where}: give one of map (with field), bins (with field) or any_of")
+    produced = set(rule.map.values()) if rule.map else set(rule.bin_labels or ())
+    unknown = produced - set(labels)
+    if unknown:
+        raise ConfigError(f"{where}: maps to {sorted(unknown)}, not in labels {list(labels)}")
+    missing = set(labels) - produced
+    if missing:
+        raise ConfigError(f"{where}: no raw value maps to label(s) {sorted(missing)}")
+    return rule
+
+
+def _need(spec: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in spec:
+        raise ConfigError(f"{where}: missing required field '{key}'")
+    return spec[key]
+
+
+def _check_prompt(task: Task, where: str) -> None:
+    """Render a dummy row so a template typo fails at load time, not mid-run."""
+    row = {"text": "x", **{name: "x" for name in task.fields}}
+    for name, spec in task.prompt_vars.items():
+        if isinstance(spec, Mapping):
+            check_keys(spec, {"field", "map"}, f"{where}: prompt_vars.{name}", ("field", "map"))
+            row[spec["field"]] = next(iter(spec["map"]))
+    try:
+        render_prompt(task, row)
+    except KeyError as exc:
+        raise ConfigError(f"{where}: template or instruction uses undefined ${{{exc.args[0]}}}")
+
+
+def prompt_variables(task: Task, row: Mapping[str, Any]) -> dict[str, str]:
+    """The variables a row's prompt is rendered with: text, extra fields and prompt_vars."""
+    values = {"text": str(row["text"])}
+    values.update({name: str(row[name]) for name in task.fields})
+    for name, spec in task.prompt_vars.items():
+        if isinstance(spec, Mapping):
+            raw = row[spec["field"]]
+            if raw not in spec["map"]:
+                raise KeyError(f"prompt_vars.{name}: value {raw!r} of '{spec['field']}' not mapped")
+            values[name] = str(spec["map"][raw])
+        else:
+            values[name] = str(spec)
+    return values
+
+
+def render_prompt(task: Task, row: Mapping[str, Any]) -> str:
+    """Render the task's instruction and template (`${var}` placeholders) for one row."""
+    values = prompt_variables(task, row)
+    values["instruction"] = Template(task.instruction).substitute(values)
+    return Template(task.template).substitute(values)
+
+
+def task_path(tasks_dir: Path, name: str) -> Path:
+    return Path(tasks_dir) / f"{name}.yaml"
+
+
+def list_tasks(tasks_dir: Path) -> list[str]:
+    """Dataset task names: every YAML file not starting with '_' (those are shared bases)."""
+    return sorted(p.stem for p in Path(tasks_dir).glob("*.yaml") if not p.name.startswith("_"))
