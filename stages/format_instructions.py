@@ -38,7 +38,8 @@ def main() -> None:
         "dataset": args.dataset, "task": task.name, "version": task.version,
         "labels": list(task.labels), "parser": task.parser, "metrics": list(task.metrics),
         "base_prompt": task.base_prompt, "run": entry.run, "notes": task.notes,
-        "description": task.description, "license": task.license})
+        "description": task.description, "license": task.license,
+        "published": list(task.published)})
     counts = ", ".join(f"{s}={v['rows_out']}" for s, v in summary.items())
     print(f"format-instructions {args.dataset}: {counts}")
 

