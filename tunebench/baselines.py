@@ -1,6 +1,9 @@
 """Non-LLM reference points: the majority class and TF-IDF + logistic regression.
 
-They answer "is the LLM beating something trivial?" and never produce INVALID.
+They answer "is the LLM beating something trivial?" and never produce INVALID. They are
+trained on the same examples the LLM was fine-tuned on (the ids of the instructions train
+split) and predict the same test ids, so their rows drop into the prediction table beside
+the LLMs' (raw = parsed = the predicted label).
 """
 
 from __future__ import annotations
@@ -9,7 +12,10 @@ import difflib
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
+
+from tunebench.generate import prompt_sha256  # the one hash the predict stages use too
+from tunebench.io import DataError
 
 
 def majority_class(train_labels: Sequence[str], n_test: int) -> tuple[str, list[str]]:
@@ -95,3 +101,63 @@ def tfidf_logreg(
         "fit_seconds": fitted - start,
         "predict_seconds": time.perf_counter() - fitted,
     }
+
+
+def join_texts(rows: Sequence[Mapping], frame, where: str) -> list[str]:
+    """Input texts for instruction rows, looked up by id in a labeled split (a DataFrame
+    with id, text, label). Every id must be there with the row's completion as its label."""
+    if not frame["id"].is_unique:
+        dup = frame["id"][frame["id"].duplicated()].iloc[0]
+        raise DataError(f"{where}: duplicate id {dup!r}")
+    by_id = dict(zip(frame["id"], zip(frame["text"], frame["label"], strict=True), strict=True))
+    texts = []
+    for row in rows:
+        if row["id"] not in by_id:
+            raise DataError(f"{where}: id {row['id']!r} from the instructions is missing")
+        text, label = by_id[row["id"]]
+        if label != row["completion"]:
+            raise DataError(f"{where}: id {row['id']!r} has label {label!r} but the "
+                            f"instructions completion is {row['completion']!r}")
+        texts.append(str(text))
+    return texts
+
+
+def prediction_rows(test_rows: Sequence[Mapping], predicted: Sequence[str]) -> list[dict]:
+    """Rows in the shared prediction schema: {id, prompt_sha256, raw, parsed, target}."""
+    return [
+        {"id": row["id"], "prompt_sha256": prompt_sha256(row["prompt"]), "raw": label,
+         "parsed": label, "target": row["completion"]}
+        for row, label in zip(test_rows, predicted, strict=True)
+    ]
+
+
+def _meta(system: str, n: int, n_train: int, fit_s: float, predict_s: float, **extra) -> dict:
+    seconds = fit_s + predict_s
+    return {"system": system, "kind": "baseline", "model": None, "n": n, "n_train": n_train,
+            "fit_seconds": fit_s, "predict_seconds": predict_s, "seconds": seconds,
+            # None rather than inf when the clock did not tick (JSON has no infinity).
+            "examples_per_s": n / seconds if seconds > 0 else None, **extra}
+
+
+def run_baselines(
+    train_rows: Sequence[Mapping], train_texts: Sequence[str],
+    test_rows: Sequence[Mapping], test_texts: Sequence[str], cfg: TfidfLogregConfig,
+) -> dict[str, tuple[list[dict], dict]]:
+    """Both baselines on instruction rows (labels = completions) and their joined texts.
+
+    Returns ``{system: (prediction rows, meta)}`` for "majority" and "tfidf_logreg".
+    """
+    labels = [row["completion"] for row in train_rows]
+    n, n_train = len(test_rows), len(train_rows)
+    start = time.perf_counter()
+    label, predicted = majority_class(labels, n)
+    elapsed = time.perf_counter() - start
+    out = {"majority": (prediction_rows(test_rows, predicted),
+                        _meta("majority", n, n_train, elapsed, 0.0, majority_label=label))}
+    fitted = tfidf_logreg(train_texts, labels, test_texts, cfg)
+    out["tfidf_logreg"] = (
+        prediction_rows(test_rows, fitted["predictions"]),
+        _meta("tfidf_logreg", n, n_train, fitted["fit_seconds"], fitted["predict_seconds"],
+              config=asdict(cfg)),
+    )
+    return out

@@ -65,3 +65,16 @@ def dataset_task(params: dict[str, Any], name: str, tasks_dir: Path) -> Task:
     """The dataset's task file with its params overrides applied."""
     entry = dataset_entry(params, name)
     return load_task(task_path(tasks_dir, entry.task), entry.overrides)
+
+
+def benchmark_model(params: dict[str, Any]):
+    """The ModelSpec of params `model` (a key of `models`)."""
+    from tunebench.models import ModelSpec
+
+    name, models = params.get("model"), section(params, "models")
+    if name not in models:
+        raise ConfigError(f"params.yaml: model {name!r} is not a key of models {sorted(models)}")
+    try:
+        return ModelSpec.from_params(name, models[name])
+    except ValueError as exc:
+        raise ConfigError(f"params.yaml: {exc}") from None

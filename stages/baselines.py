@@ -1,0 +1,62 @@
+"""baselines: majority class and TF-IDF + logistic regression for one dataset.
+
+Trains on the ids of <instructions>/train.jsonl (the examples the LLM is fine-tuned on),
+with texts from <labeled>/train.parquet joined by id, and predicts the ids of
+<instructions>/test.jsonl (texts from <labeled>/test.parquet). Writes only its own four
+files into --out, which the predict stages share: majority.jsonl, majority.meta.json,
+tfidf_logreg.jsonl, tfidf_logreg.meta.json (prediction schema: id, prompt_sha256, raw,
+parsed, target). Params: `baselines.tfidf_logreg` (TfidfLogregConfig fields).
+"""
+
+from pathlib import Path
+
+from stages._cli import parser, run
+from tunebench.baselines import TfidfLogregConfig, join_texts, run_baselines
+from tunebench.config import ConfigError, check_keys
+from tunebench.io import DataError, read_json, read_jsonl, read_parquet, write_json, write_jsonl
+from tunebench.params import load_params, section
+
+ROW_FIELDS = ("id", "prompt", "completion")
+
+
+def baseline_config(params: dict) -> TfidfLogregConfig:
+    cfg = section(params, "baselines")
+    check_keys(cfg, ("tfidf_logreg",), "params.yaml: baselines")
+    try:
+        return TfidfLogregConfig.from_params(cfg.get("tfidf_logreg") or {})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"params.yaml: baselines.tfidf_logreg: {exc}") from None
+
+
+def read_split(instructions: Path, labeled: Path, split: str) -> tuple[list[dict], list[str]]:
+    """Instruction rows of one split and their texts from the labeled parquet."""
+    rows = read_jsonl(instructions / f"{split}.jsonl", required=ROW_FIELDS)
+    path = labeled / f"{split}.parquet"
+    return rows, join_texts(rows, read_parquet(path, columns=("id", "text", "label")), str(path))
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--dataset", required=True, help="dataset key (must match task.json)")
+    p.add_argument("--instructions", type=Path, required=True,
+                   help="folder from format-instructions (train/test.jsonl, task.json)")
+    p.add_argument("--labeled", type=Path, required=True, help="folder from label-transform")
+    p.add_argument("--out", type=Path, required=True, help="predictions folder")
+    args = p.parse_args()
+    cfg = baseline_config(load_params(args.params))
+    task = read_json(args.instructions / "task.json")
+    if task.get("dataset") != args.dataset:
+        raise DataError(f"{args.instructions / 'task.json'}: dataset {task.get('dataset')!r} "
+                        f"but --dataset is {args.dataset!r}")
+    train_rows, train_texts = read_split(args.instructions, args.labeled, "train")
+    test_rows, test_texts = read_split(args.instructions, args.labeled, "test")
+    results = run_baselines(train_rows, train_texts, test_rows, test_texts, cfg)
+    for system, (rows, meta) in results.items():
+        write_jsonl(args.out / f"{system}.jsonl", rows)
+        write_json(args.out / f"{system}.meta.json", {**meta, "dataset": args.dataset})
+    print(f"baselines {args.dataset}: train={len(train_rows)} test={len(test_rows)}; "
+          f"majority={results['majority'][1]['majority_label']}")
+
+
+if __name__ == "__main__":
+    run(main)

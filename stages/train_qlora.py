@@ -1,0 +1,78 @@
+"""train-qlora: fine-tune the benchmark model with QLoRA on one run's training mixture.
+
+Reads <instructions>/<dataset>/train.jsonl for every dataset of params `runs.<run>.mixture`
+(each repeated by its replication factor, FinGPT-style), loads `models.<model>` (4-bit NF4
+when the model sets load_in_4bit), trains a LoRA adapter with the loss on the completion
+only (`train_qlora` params), and writes the adapter (safetensors) to --out. Training metrics
+(wall time, tokens/s, peak memory, trainable parameters) and the loss curve are logged with
+DVCLive to --live.
+"""
+
+from pathlib import Path
+
+from stages._cli import parser, run
+from tunebench.config import ConfigError, check_keys
+from tunebench.io import read_jsonl, write_json
+from tunebench.params import benchmark_model, load_params, section
+from tunebench.provenance import model_provenance, package_versions
+
+
+def mixture_examples(instructions: Path, mixture: dict[str, int], where: str):
+    """(prompt, completion) pairs of every mixture dataset, each repeated `factor` times."""
+    present = sorted(p.name for p in instructions.iterdir() if p.is_dir())
+    if sorted(mixture) != present:
+        raise ConfigError(f"{where}.mixture names {sorted(mixture)} but {instructions} holds "
+                          f"{present}: every dataset of the run needs a replication factor")
+    examples, counts = [], {}
+    for name, factor in sorted(mixture.items()):
+        if not isinstance(factor, int) or factor < 1:
+            raise ConfigError(f"{where}.mixture.{name}: expected a positive integer, got {factor!r}")
+        rows = read_jsonl(instructions / name / "train.jsonl", ("prompt", "completion"))
+        examples += [(r["prompt"], r["completion"]) for r in rows] * factor
+        counts[name] = {"examples": len(rows), "factor": factor}
+    return examples, counts
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--run", required=True, help="a key of params `runs`")
+    p.add_argument("--instructions", type=Path, required=True,
+                   help="folder with one sub-folder per dataset of the run")
+    p.add_argument("--out", type=Path, required=True, help="adapter output folder")
+    p.add_argument("--live", type=Path, required=True, help="DVCLive folder for metrics")
+    args = p.parse_args()
+
+    from dvclive import Live
+
+    from tunebench.models import resolve_model_dir
+    from tunebench.train import TrainConfig, train_lora
+
+    params = load_params(args.params)
+    runs = section(params, "runs")
+    if args.run not in runs:
+        raise ConfigError(f"params.yaml: runs has no '{args.run}'")
+    check_keys(runs[args.run], {"mixture"}, f"params.yaml: runs.{args.run}", ("mixture",))
+    examples, counts = mixture_examples(args.instructions, runs[args.run]["mixture"],
+                                        f"runs.{args.run}")
+    spec = benchmark_model(params)
+    cfg = TrainConfig.from_params(section(params, "train_qlora"), "train_qlora")
+    model_dir = resolve_model_dir(spec, Path(section(params, "paths")["model_cache"]))
+    with Live(dir=str(args.live), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        def log(record):
+            live.step = record["step"]
+            live.log_metric("train/loss", record["loss"])
+
+        result = train_lora(spec, model_dir, examples, cfg, args.out, log=log)
+        for key in ("train_loss", "train_loss_final", "wall_time_s", "tokens_per_s",
+                    "train_tokens", "peak_memory_mb", "trainable_params", "total_params",
+                    "n_examples", "n_truncated", "steps"):
+            live.summary[key] = result[key]
+    write_json(args.live / "provenance.json", {
+        "run": args.run, "mixture": counts, "model": model_provenance(spec),
+        "train_qlora": vars(cfg), "packages": package_versions()})
+    print(f"train-qlora {args.run}: {result['steps']} steps, loss {result['train_loss']:.4f}, "
+          f"{result['tokens_per_s']:.0f} tokens/s, adapter -> {args.out}")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,189 @@
+"""Score one dataset's prediction files: metrics, bootstrap intervals, paired tests.
+
+Pure functions over values already read (rows, meta dicts, the task record); the stage
+``stages/score.py`` does the file I/O. Every system is scored on exactly the test ids of
+the instructions split, aligned by id (never by row order), so paired comparisons and the
+bootstrap resamples line up example for example across systems.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tunebench.io import DataError
+from tunebench.metrics import bootstrap_ci, classification_metrics, mcnemar
+from tunebench.parsing import INVALID
+from tunebench.provenance import package_versions as _shared_versions
+
+PRED_FIELDS = ("id", "prompt_sha256", "raw", "parsed", "target")
+META_FIELDS = ("system", "kind", "model", "seconds", "examples_per_s", "n")
+KINDS = ("base", "tuned", "baseline")
+REFERENCE = "tuned"  # the system every other one is compared with
+CI_METRICS = ("accuracy", "f1_weighted")
+SIGNIFICANT = 6  # digits kept in floats, so `dvc metrics diff` shows meaningful changes
+
+
+def split_targets(rows: Sequence[Mapping], labels: Sequence[str], where: str) -> dict[str, str]:
+    """Map test id -> canonical label from instruction rows, in file order."""
+    targets: dict[str, str] = {}
+    for lineno, row in enumerate(rows, start=1):
+        rid, label = row["id"], row["completion"]
+        if rid in targets:
+            raise DataError(f"{where}:{lineno}: duplicate id {rid!r}")
+        if label not in labels:
+            raise DataError(f"{where}:{lineno}: completion {label!r} is not one of {list(labels)}")
+        targets[rid] = label
+    if not targets:
+        raise DataError(f"{where}: no test examples")
+    return targets
+
+
+def index_predictions(
+    rows: Sequence[Mapping], targets: Mapping[str, str], labels: Sequence[str], where: str
+) -> dict[str, Mapping]:
+    """Prediction rows keyed by id, checked to cover exactly the test ids with valid values."""
+    by_id: dict[str, Mapping] = {}
+    allowed = set(labels) | {INVALID}
+    for lineno, row in enumerate(rows, start=1):
+        rid, target, parsed = row["id"], row["target"], row["parsed"]
+        at = f"{where}:{lineno}"
+        if rid in by_id:
+            raise DataError(f"{at}: duplicate id {rid!r}")
+        if rid not in targets:
+            raise DataError(f"{at}: extra id {rid!r} is not in the test split")
+        if target not in labels:
+            raise DataError(f"{at}: id {rid!r}: target {target!r} is not one of {list(labels)}")
+        if target != targets[rid]:
+            raise DataError(f"{at}: id {rid!r}: target {target!r} but the test split says "
+                            f"{targets[rid]!r}")
+        if parsed not in allowed:
+            raise DataError(f"{at}: id {rid!r}: parsed {parsed!r} is neither a label nor "
+                            f"{INVALID!r}")
+        by_id[rid] = row
+    missing = [rid for rid in targets if rid not in by_id]
+    if missing:
+        raise DataError(f"{where}: missing {len(missing)} test id(s), e.g. {missing[0]!r}")
+    return by_id
+
+
+def check_meta(meta: Mapping, system: str, n: int, dataset: str, where: str) -> None:
+    """A sidecar must describe this system, dataset and row count (catches stale or
+    misplaced sidecars)."""
+    missing = [key for key in META_FIELDS if key not in meta]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+    if meta["system"] != system:
+        raise DataError(f"{where}: system {meta['system']!r} but the file is for {system!r}")
+    if meta["kind"] not in KINDS:
+        raise DataError(f"{where}: kind {meta['kind']!r} is not one of {list(KINDS)}")
+    if meta.get("dataset", dataset) != dataset:
+        raise DataError(f"{where}: dataset {meta['dataset']!r} but scoring {dataset!r}")
+    if meta["n"] != n:
+        raise DataError(f"{where}: n is {meta['n']} but the predictions have {n} rows")
+
+
+def score_system(
+    by_id: Mapping[str, Mapping], ids: Sequence[str], labels: Sequence[str],
+    n_boot: int, seed: int,
+) -> dict:
+    """Point metrics plus percentile-bootstrap 95% intervals for one system.
+
+    The same seed for every system means the same resampled ids, so intervals of two
+    systems come from the same bootstrap samples.
+    """
+    y_true = [by_id[i]["target"] for i in ids]
+    y_pred = [by_id[i]["parsed"] for i in ids]
+    result = classification_metrics(y_true, y_pred, labels)
+    result["ci95"] = {}
+    for metric in CI_METRICS:
+        low, high = bootstrap_ci(y_true, y_pred, labels, metric=metric, n_boot=n_boot, seed=seed)
+        result["ci95"][metric] = {"low": low, "high": high}
+    return result
+
+
+def compare_with(
+    predictions: Mapping[str, Mapping[str, Mapping]], ids: Sequence[str],
+    reference: str = REFERENCE,
+) -> dict[str, dict]:
+    """McNemar of ``reference`` against every other system, on the same ids in one order."""
+    if reference not in predictions:
+        return {}
+
+    def correct(by_id: Mapping[str, Mapping]) -> list[bool]:
+        return [by_id[i]["parsed"] == by_id[i]["target"] for i in ids]
+
+    ref = correct(predictions[reference])
+    out = {}
+    for other in sorted(predictions):
+        if other == reference:
+            continue
+        test = mcnemar(ref, correct(predictions[other]))
+        # Positive when the reference system is more accurate on these examples.
+        test["accuracy_diff"] = (test["a_only"] - test["b_only"]) / test["n"]
+        out[f"{reference}_vs_{other}"] = {"a": reference, "b": other, **test}
+    return out
+
+
+def package_versions() -> dict[str, str | None]:
+    """The project's shared provenance list plus scipy, whose binomtest gives the p-values.
+    Read from package metadata, so torch & co. are never imported."""
+    versions = _shared_versions()
+    try:
+        versions["scipy"] = importlib.metadata.version("scipy")
+    except importlib.metadata.PackageNotFoundError:
+        versions["scipy"] = None
+    return versions
+
+
+def round_floats(value: Any, digits: int = SIGNIFICANT) -> Any:
+    """Floats to ``digits`` significant digits (p-values keep their magnitude); NaN/inf ->
+    None, since strict JSON readers (DVC among them) reject them."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: round_floats(item, digits) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [round_floats(item, digits) for item in value]
+    return value
+
+
+def confusion_rows(by_id: Mapping[str, Mapping], ids: Sequence[str]) -> list[dict[str, str]]:
+    """DVC's confusion template format: one {"actual", "predicted"} row per example."""
+    return [{"actual": by_id[i]["target"], "predicted": by_id[i]["parsed"]} for i in ids]
+
+
+def score_dataset(
+    task: Mapping, test_rows: Sequence[Mapping], systems: Mapping[str, tuple],
+    n_boot: int, seed: int, sample: Mapping | None = None, test_where: str = "test.jsonl",
+) -> tuple[dict, dict[str, list]]:
+    """Score every system of one dataset.
+
+    ``systems`` maps a system name to ``(rows, meta, rows_where, meta_where)``; the
+    ``*_where`` strings (and ``test_where``) name the files in error messages. Returns
+    the metrics record (floats rounded; no timestamps, so equal inputs give byte-equal
+    files) and the confusion rows per system.
+    """
+    if not systems:
+        raise DataError("no prediction files (<system>.jsonl) to score")
+    labels = list(task["labels"])
+    targets = split_targets(test_rows, labels, test_where)
+    ids = list(targets)
+    indexed, scored = {}, {}
+    for name in sorted(systems):
+        rows, meta, rows_where, meta_where = systems[name]
+        indexed[name] = index_predictions(rows, targets, labels, rows_where)
+        check_meta(meta, name, len(rows), task["dataset"], meta_where)
+        scored[name] = {"kind": meta["kind"], **score_system(indexed[name], ids, labels,
+                                                             n_boot, seed), "meta": dict(meta)}
+    record = {
+        "dataset": task["dataset"], "task": task["task"], "version": task["version"],
+        "run": task.get("run"), "labels": labels, "n": len(ids), "seed": seed,
+        "n_boot": n_boot, "packages": package_versions(), "systems": scored,
+        "comparisons": compare_with(indexed, ids), "notes": task.get("notes", ""),
+        "published": list(task.get("published") or []), "sample": dict(sample or {}),
+    }
+    confusion = {name: confusion_rows(indexed[name], ids) for name in indexed}
+    return round_floats(record), confusion
