@@ -26,7 +26,8 @@ def mixture_examples(instructions: Path, mixture: dict[str, int], where: str):
     examples, counts = [], {}
     for name, factor in sorted(mixture.items()):
         if not isinstance(factor, int) or factor < 1:
-            raise ConfigError(f"{where}.mixture.{name}: expected a positive integer, got {factor!r}")
+            raise ConfigError(
+                f"{where}.mixture.{name}: expected a positive integer, got {factor!r}")
         rows = read_jsonl(instructions / name / "train.jsonl", ("prompt", "completion"))
         examples += [(r["prompt"], r["completion"]) for r in rows] * factor
         counts[name] = {"examples": len(rows), "factor": factor}

@@ -63,12 +63,14 @@ def test_quarantine_counts_every_bad_row_and_keeps_the_rest():
     train = _raw([{"text": "up", "label": 1}, {"text": " ", "label": 0},
                   {"text": "flat", "label": 9}, {"text": "down", "label": 0}])
     test = _raw([{"text": "meh", "label": 2}, {"text": None, "label": 2}])
-    splits, quarantine, summary = label_transform(task("tfns"), {"train": train, "test": test}, 1.0)
+    raw = {"train": train, "test": test}
+    splits, quarantine, summary = label_transform(task("tfns"), raw, 1.0)
     assert list(splits["train"]["label"]) == ["positive", "negative"]
     assert list(splits["train"]["id"]) == ["tfns:train:0", "tfns:train:3"]
     assert [q["id"] for q in quarantine] == ["tfns:train:1", "tfns:train:2", "tfns:test:1"]
     assert summary["quarantined"] == 3 and summary["rows_in"] == 6
-    assert summary["splits"]["train"]["quarantine_reasons"] == {"empty text": 1, "unknown label 9": 1}
+    reasons = summary["splits"]["train"]["quarantine_reasons"]
+    assert reasons == {"empty text": 1, "unknown label 9": 1}
 
 
 def test_too_many_quarantined_rows_fail_with_the_first_reasons():

@@ -63,7 +63,8 @@ def _write_task(tmp_path: Path, **changes) -> Path:
 
 def test_unknown_key_names_file_and_suggests(tmp_path):
     path = _write_task(tmp_path, text_feild="text")
-    with pytest.raises(ConfigError, match=r"tfns.yaml: unknown key 'text_feild' \(did you mean 'text_field'"):
+    expected = r"tfns.yaml: unknown key 'text_feild' \(did you mean 'text_field'"
+    with pytest.raises(ConfigError, match=expected):
         load_task(path)
 
 

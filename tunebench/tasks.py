@@ -246,7 +246,8 @@ def _check_prompt(task: Task, where: str) -> None:
     try:
         render_prompt(task, row)
     except KeyError as exc:
-        raise ConfigError(f"{where}: template or instruction uses undefined ${{{exc.args[0]}}}")
+        raise ConfigError(
+            f"{where}: template or instruction uses undefined ${{{exc.args[0]}}}") from None
 
 
 def prompt_variables(task: Task, row: Mapping[str, Any]) -> dict[str, str]:
