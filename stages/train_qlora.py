@@ -3,7 +3,8 @@
 Reads <instructions>/<dataset>/train.jsonl for every dataset of params `runs.<run>.mixture`
 (each repeated by its replication factor, FinGPT-style), loads `models.<model>` (4-bit NF4
 when the model sets load_in_4bit), trains a LoRA adapter with the loss on the completion
-only (`train_qlora` params), and writes the adapter (safetensors) to --out. Training metrics
+only (params `train_qlora`, overridden by `runs.<run>.train_qlora`), and writes the
+adapter (safetensors) to --out. Training metrics
 (wall time, tokens/s, peak memory, trainable parameters) and the loss curve are logged with
 DVCLive to --live.
 """
@@ -52,11 +53,15 @@ def main() -> None:
     runs = section(params, "runs")
     if args.run not in runs:
         raise ConfigError(f"params.yaml: runs has no '{args.run}'")
-    check_keys(runs[args.run], {"mixture"}, f"params.yaml: runs.{args.run}", ("mixture",))
-    examples, counts = mixture_examples(args.instructions, runs[args.run]["mixture"],
+    run_params = runs[args.run]
+    check_keys(run_params, {"mixture", "train_qlora"}, f"params.yaml: runs.{args.run}",
+               ("mixture",))
+    examples, counts = mixture_examples(args.instructions, run_params["mixture"],
                                         f"runs.{args.run}")
     spec = benchmark_model(params)
-    cfg = TrainConfig.from_params(section(params, "train_qlora"), "train_qlora")
+    # A run may override any training setting (e.g. the published sarcasm recipe).
+    settings = {**section(params, "train_qlora"), **(run_params.get("train_qlora") or {})}
+    cfg = TrainConfig.from_params(settings, f"train_qlora (+ runs.{args.run}.train_qlora)")
     model_dir = resolve_model_dir(spec, Path(section(params, "paths")["model_cache"]))
     with Live(dir=str(args.live), save_dvc_exp=False, dvcyaml=None, report=None) as live:
         def log(record):

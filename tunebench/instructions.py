@@ -59,9 +59,7 @@ def format_instructions(
         row = {"id": record["id"], "prompt": render_prompt(task, record),
                "completion": record["label"]}
         if task.base_prompt == "few_shot":
-            from tunebench.fewshot import render_few_shot
-
-            row["prompt_base"] = render_few_shot(task, record)
+            row["prompt_base"] = render_prompt(task, record, few_shot=True)
         rows.append(row)
     summary = {"rows_in": len(records), "rows_out": len(rows), "cap": cap, "seed": seed,
                "max_words": max_words, "truncated": truncated,

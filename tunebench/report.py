@@ -116,10 +116,11 @@ def run_section(records: Sequence[Mapping], train: Mapping[str, Mapping]) -> str
         sample = r.get("sample") or {}
         split = {k: f"{fmt((sample.get(k) or {}).get('rows_out'))} of "
                     f"{fmt((sample.get(k) or {}).get('rows_in'))}" for k in ("train", "test")}
+        cut = sum((sample.get(k) or {}).get("truncated") or 0 for k in ("train", "test"))
         rows.append([r["dataset"], f"{r['task']} v{r['version']}", str(r.get("run") or DASH),
-                     split["train"], split["test"], fmt(r["n"])])
-    lines.append(_table(["dataset", "task", "run", "train used", "test used", "n scored"],
-                        rows, right_from=3))
+                     split["train"], split["test"], fmt(r["n"]), fmt(cut)])
+    lines.append(_table(["dataset", "task", "run", "train used", "test used", "n scored",
+                         "inputs truncated"], rows, right_from=3))
     if train:
         lines += ["", "Fine-tuning runs:", ""]
         rows = [[name] + [fmt(metrics.get(key), 2) for key, _ in TRAIN_COLUMNS]
@@ -166,28 +167,59 @@ def comparison_lines(record: Mapping) -> list[str]:
     return lines
 
 
+PUBLISHED_METRICS = ("accuracy", "f1_weighted")
+
+
 def published_table(record: Mapping) -> str:
-    """Published weighted F1 beside ours for the system of the same kind."""
-    ours = {s.get("kind"): (name, s["f1_weighted"]) for name, s in record["systems"].items()}
+    """Published figures (any of PUBLISHED_METRICS, or a note) beside ours for the system of
+    the same kind."""
+    pubs = record.get("published") or []
+    metrics = [m for m in PUBLISHED_METRICS if any(m in pub for pub in pubs)]
+    ours = {s.get("kind"): name for name, s in record["systems"].items()}
     rows = []
-    for pub in record.get("published") or []:
-        name, f1 = ours.get(pub.get("kind"), (DASH, None))
+    for pub in pubs:
+        name = ours.get(pub.get("kind"))
+        mine = record["systems"][name] if name else {}
         rows.append([str(pub.get("system")), str(pub.get("kind")),
-                     fmt(pub.get("f1_weighted")), name, fmt(f1)])
-    header = ["published system (7B-13B, full test set)", "kind", "their F1 weighted",
-              f"ours (small model, n = {record['n']})", "our F1 weighted"]
+                     *(fmt(pub.get(m)) for m in metrics), str(pub.get("note") or DASH),
+                     name or DASH, *(fmt(mine.get(m)) for m in metrics)])
+    header = ["published system", "kind", *(f"their {m}" for m in metrics), "note",
+              f"ours (n = {record['n']})", *(f"our {m}" for m in metrics)]
     return _table(header, rows, right_from=2)
+
+
+def classification_tables(record: Mapping) -> str:
+    """The published per-class form (labels, INVALID, accuracy, macro and weighted averages)
+    for the base and tuned systems side by side."""
+    names = [n for n in CONFUSION_SYSTEMS if "table" in record["systems"].get(n, {})]
+    if not names:
+        return ""
+    tables = [record["systems"][n]["table"] for n in names]
+    header = ["class"] + [f"{n} {col}" for n in names
+                          for col in ("precision", "recall", "f1", "support")]
+    rows = []
+    for i, row in enumerate(tables[0]):
+        cells = [row["name"]]
+        for table in tables:
+            r = table[i]
+            cells += [fmt(r["precision"], 2), fmt(r["recall"], 2), fmt(r["f1"], 2),
+                      fmt(r["support"])]
+        rows.append(cells)
+    return _table(header, rows)
 
 
 def dataset_section(record: Mapping, plots: Mapping[str, str]) -> str:
     """One dataset: systems table, paired test, published figures, notes, plots."""
     ds = record["dataset"]
     lines = [f"## {ds}", "", systems_table(record), "", *comparison_lines(record)]
+    table = classification_tables(record)
+    if table:
+        lines += ["", "Per class, in the published form (INVALID = unparseable answers):", "",
+                  table]
     if record.get("published"):
-        lines += ["", "Published figures (FinGPT benchmark; their models are 7B-13B and "
-                  "scored on the full test sets; ours is a small model scored on the capped "
-                  "sample above, so the comparison is indicative only):", "",
-                  published_table(record)]
+        lines += ["", "Published figures (their models are 7B-13B and scored on the full "
+                  "test sets; ours is the model above on the capped sample, so the comparison "
+                  "is indicative only):", "", published_table(record)]
     if record.get("notes"):
         lines += ["", f"> **Note:** {record['notes']}"]
     images = [f"![{ds} {name} confusion]({path})" for (d, name), path in sorted(plots.items())

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tunebench.io import DataError
-from tunebench.metrics import bootstrap_ci, classification_metrics, mcnemar
+from tunebench.metrics import bootstrap_ci, classification_metrics, classification_table, mcnemar
 from tunebench.parsing import INVALID
 from tunebench.provenance import package_versions as _shared_versions
 
@@ -97,6 +97,8 @@ def score_system(
     y_true = [by_id[i]["target"] for i in ids]
     y_pred = [by_id[i]["parsed"] for i in ids]
     result = classification_metrics(y_true, y_pred, labels)
+    # The published per-class form, with a row for unparseable answers (see metrics.py).
+    result["table"] = classification_table(y_true, y_pred, labels)
     result["ci95"] = {}
     for metric in CI_METRICS:
         low, high = bootstrap_ci(y_true, y_pred, labels, metric=metric, n_boot=n_boot, seed=seed)

@@ -243,8 +243,19 @@ def _check_prompt(task: Task, where: str) -> None:
         if isinstance(spec, Mapping):
             check_keys(spec, {"field", "map"}, f"{where}: prompt_vars.{name}", ("field", "map"))
             row[spec["field"]] = next(iter(spec["map"]))
+    if task.base_prompt not in ("zero_shot", "few_shot"):
+        raise ConfigError(f"{where}: base_prompt must be zero_shot or few_shot")
+    if task.base_prompt == "few_shot":
+        check_keys(task.few_shot, {"examples", "example_template"}, f"{where}: few_shot",
+                   ("examples", "example_template"))
+        if "${examples}" not in task.template:
+            raise ConfigError(f"{where}: a few_shot task's template needs ${{examples}}")
+        for i, shot in enumerate(task.few_shot["examples"]):
+            if shot.get("label") not in task.labels:
+                raise ConfigError(f"{where}: few_shot.examples[{i}].label must be one of "
+                                  f"{list(task.labels)}, got {shot.get('label')!r}")
     try:
-        render_prompt(task, row)
+        render_prompt(task, row, few_shot=task.base_prompt == "few_shot")
     except KeyError as exc:
         raise ConfigError(
             f"{where}: template or instruction uses undefined ${{{exc.args[0]}}}") from None
@@ -252,7 +263,7 @@ def _check_prompt(task: Task, where: str) -> None:
 
 def prompt_variables(task: Task, row: Mapping[str, Any]) -> dict[str, str]:
     """The variables a row's prompt is rendered with: text, extra fields and prompt_vars."""
-    values = {"text": str(row["text"])}
+    values = {"text": str(row["text"]), "examples": ""}
     values.update({name: str(row[name]) for name in task.fields})
     for name, spec in task.prompt_vars.items():
         if isinstance(spec, Mapping):
@@ -265,9 +276,17 @@ def prompt_variables(task: Task, row: Mapping[str, Any]) -> dict[str, str]:
     return values
 
 
-def render_prompt(task: Task, row: Mapping[str, Any]) -> str:
-    """Render the task's instruction and template (`${var}` placeholders) for one row."""
+def render_prompt(task: Task, row: Mapping[str, Any], few_shot: bool = False) -> str:
+    """Render the task's instruction and template (`${var}` placeholders) for one row.
+
+    With `few_shot`, `${examples}` holds the task's worked examples, each rendered with
+    `few_shot.example_template`; otherwise it is empty (the zero-shot / fine-tuned prompt).
+    """
     values = prompt_variables(task, row)
+    if few_shot:
+        shots = task.few_shot.get("examples") or []
+        template = Template(task.few_shot["example_template"])
+        values["examples"] = "".join(template.substitute(shot) for shot in shots)
     values["instruction"] = Template(task.instruction).substitute(values)
     return Template(task.template).substitute(values)
 
