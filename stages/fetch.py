@@ -11,7 +11,7 @@ from pathlib import Path
 from stages._cli import parser, run
 from tunebench.fetch import fetch, resolve_mirror
 from tunebench.io import write_json, write_parquet
-from tunebench.params import dataset_task, load_params, section
+from tunebench.params import dataset_task, fetch_mirror_param, load_params
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     args = p.parse_args()
     params = load_params(args.params)
     task = dataset_task(params, args.dataset, args.tasks)
-    mirror = resolve_mirror(section(params, "fetch").get("mirror"))
+    mirror = resolve_mirror(fetch_mirror_param(params))
     frames, provenance = fetch(task, mirror)
     for split, df in frames.items():
         write_parquet(args.out / f"{split}.parquet", df)

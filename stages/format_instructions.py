@@ -12,8 +12,8 @@ from pathlib import Path
 
 from stages._cli import parser, run
 from tunebench.instructions import format_instructions
-from tunebench.io import read_parquet, write_json, write_jsonl
-from tunebench.params import dataset_entry, dataset_task, load_params, section
+from tunebench.io import DataError, check_unique_ids, read_parquet, write_json, write_jsonl
+from tunebench.params import dataset_entry, dataset_task, load_params
 
 
 def main() -> None:
@@ -26,12 +26,25 @@ def main() -> None:
     params = load_params(args.params)
     entry = dataset_entry(params, args.dataset)
     task = dataset_task(params, args.dataset, args.tasks)
-    seed = section(params, "format_instructions")["seed"]
+    seed = params["format_instructions"]["seed"]  # checked by dataset_entry
     summary = {}
-    for path in sorted(args.labeled.glob("*.parquet")):
+    paths = sorted(args.labeled.glob("*.parquet"))
+    if not paths:
+        raise DataError(f"{args.labeled}: no <split>.parquet files from label-transform")
+    for path in paths:
         split = path.stem
+        df = read_parquet(path, ("id", "text", "label"))
+        check_unique_ids(df["id"], str(path))
         rows, summary[split] = format_instructions(
-            task, read_parquet(path), entry.caps.get(split), seed, entry.max_words)
+            task, df, entry.caps.get(split), seed, entry.max_words)
+        # Reconcile: rows out = rows in, less exactly those the cap leaves out.
+        info, cap = summary[split], entry.caps.get(split)
+        info["not_sampled"] = len(df) - len(rows)
+        expected = len(df) if cap is None else min(cap, len(df))
+        if len(rows) != expected or info["rows_in"] != len(df):
+            raise DataError(f"{path}: {len(df)} rows in, cap {cap}, but {len(rows)} rows out "
+                            f"(expected {expected})")
+        check_unique_ids([r["id"] for r in rows], f"{args.out / split}.jsonl")
         write_jsonl(args.out / f"{split}.jsonl", rows)
     write_json(args.out / "summary.json", summary)
     write_json(args.out / "task.json", {

@@ -2,8 +2,9 @@
 
 Reads <raw>/*.parquet from `fetch`; writes <out>/<split>.parquet (id, text, label, extra
 prompt fields), <out>/quarantine.jsonl (every unusable row with its reason) and
-<out>/summary.json (counts per split and reason). Fails when the quarantined share passes
-params `label_transform.max_quarantine_share`.
+<out>/summary.json (counts per split and reason, test texts also in train). Fails when the
+quarantined share passes params `label_transform.max_quarantine_share`, when the share of
+test texts also in train passes `label_transform.max_leakage_share`, or on duplicate ids.
 """
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from stages._cli import parser, run
 from tunebench.io import DataError, read_json, read_parquet, write_json, write_jsonl, write_parquet
 from tunebench.label_transform import label_transform
-from tunebench.params import dataset_task, load_params, section
+from tunebench.params import dataset_task, label_transform_params, load_params
 
 
 def main() -> None:
@@ -23,18 +24,26 @@ def main() -> None:
     args = p.parse_args()
     params = load_params(args.params)
     task = dataset_task(params, args.dataset, args.tasks)
+    limits = label_transform_params(params)
     provenance = read_json(args.raw / "provenance.json")
-    raw = {name: read_parquet(args.raw / f"{name}.parquet") for name in provenance["splits"]}
-    if not raw:
-        raise DataError(f"{args.raw}: provenance.json lists no splits")
-    limit = section(params, "label_transform")["max_quarantine_share"]
-    splits, quarantine, summary = label_transform(task, raw, limit)
+    if not isinstance(provenance, dict) or not provenance.get("splits"):
+        raise DataError(f"{args.raw / 'provenance.json'}: lists no splits")
+    raw = {name: read_parquet(args.raw / f"{name}.parquet", task.raw_columns())
+           for name in provenance["splits"]}
+    for name, df in raw.items():  # fetch's row counts must still hold
+        expected = provenance["splits"][name].get("rows")
+        if expected is not None and expected != len(df):
+            raise DataError(f"{args.raw / name}.parquet: {len(df)} rows, provenance.json "
+                            f"says {expected}")
+    splits, quarantine, summary = label_transform(task, raw, limits["max_quarantine_share"],
+                                                  limits["max_leakage_share"])
     for name, df in splits.items():
         write_parquet(args.out / f"{name}.parquet", df)
     write_jsonl(args.out / "quarantine.jsonl", quarantine)
     write_json(args.out / "summary.json", {**summary, "source": provenance})
     kept = ", ".join(f"{s}={len(df)}" for s, df in splits.items())
-    print(f"label-transform {args.dataset}: {kept}, quarantined {len(quarantine)}")
+    print(f"label-transform {args.dataset}: {kept}, quarantined {len(quarantine)}, "
+          f"test texts also in train {summary['test_texts_in_train']}")
 
 
 if __name__ == "__main__":

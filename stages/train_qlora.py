@@ -7,13 +7,18 @@ only (params `train_qlora`, overridden by `runs.<run>.train_qlora`), and writes 
 adapter (safetensors) to --out. Training metrics
 (wall time, tokens/s, peak memory, trainable parameters) and the loss curve are logged with
 DVCLive to --live.
+
+Checkpoints go to <paths.model_cache>/../checkpoints/<run>-<fingerprint>, outside the DVC
+output (DVC deletes outputs before a rerun): a killed run resumes from there when run again
+with the same data, settings and model, and the folder is deleted once the adapter is saved.
+SIGTERM saves a checkpoint and exits with status 143.
 """
 
 from pathlib import Path
 
 from stages._cli import parser, run
 from tunebench.config import ConfigError, check_keys
-from tunebench.io import read_jsonl, write_json
+from tunebench.io import DataError, check_unique_ids, read_jsonl, write_json
 from tunebench.params import benchmark_model, load_params, section
 from tunebench.provenance import model_provenance, package_versions
 
@@ -29,9 +34,16 @@ def mixture_examples(instructions: Path, mixture: dict[str, int], where: str):
         if not isinstance(factor, int) or factor < 1:
             raise ConfigError(
                 f"{where}.mixture.{name}: expected a positive integer, got {factor!r}")
-        rows = read_jsonl(instructions / name / "train.jsonl", ("prompt", "completion"))
+        path = instructions / name / "train.jsonl"
+        rows = read_jsonl(path, ("id", "prompt", "completion"))
+        check_unique_ids([r["id"] for r in rows], str(path))
+        for lineno, r in enumerate(rows, start=1):
+            if not isinstance(r["completion"], str) or not r["completion"].strip():
+                raise DataError(f"{path}:{lineno}: field 'completion' is empty or not a string")
         examples += [(r["prompt"], r["completion"]) for r in rows] * factor
         counts[name] = {"examples": len(rows), "factor": factor}
+    if len(examples) != sum(c["examples"] * c["factor"] for c in counts.values()):
+        raise DataError(f"{instructions}: mixture examples do not add up to {counts}")
     return examples, counts
 
 
@@ -54,24 +66,43 @@ def main() -> None:
     if args.run not in runs:
         raise ConfigError(f"params.yaml: runs has no '{args.run}'")
     run_params = runs[args.run]
-    check_keys(run_params, {"mixture", "train_qlora"}, f"params.yaml: runs.{args.run}",
-               ("mixture",))
+    check_keys(run_params, {"mixture", "train_qlora", "adapter", "launch"},
+               f"params.yaml: runs.{args.run}", ("mixture",))
     examples, counts = mixture_examples(args.instructions, run_params["mixture"],
                                         f"runs.{args.run}")
     spec = benchmark_model(params)
+    if run_params.get("adapter") is not None:  # a published adapter: installed, not trained
+        from tunebench.hub import install_external_run
+
+        install_external_run(run_params["adapter"], f"runs.{args.run}.adapter", args.out,
+                             args.live, {"run": args.run, "mixture": counts,
+                                         "model": model_provenance(spec)})
+        return
     # A run may override any training setting (e.g. the published sarcasm recipe).
     settings = {**section(params, "train_qlora"), **(run_params.get("train_qlora") or {})}
-    cfg = TrainConfig.from_params(settings, f"train_qlora (+ runs.{args.run}.train_qlora)")
-    model_dir = resolve_model_dir(spec, Path(section(params, "paths")["model_cache"]))
+    try:
+        cfg = TrainConfig.from_params(settings, f"train_qlora (+ runs.{args.run}.train_qlora)")
+    except ValueError as exc:
+        raise ConfigError(f"params.yaml: {exc}") from None
+    # runs.<run>.launch: re-runs this stage under `accelerate launch` (multi-GPU); the other
+    # processes train in step but write their copies of the outputs to a scratch folder.
+    from tunebench.launch import distributed_setup, scratch_outputs
+
+    if not distributed_setup(run_params.get("launch"), f"runs.{args.run}.launch",
+                             "stages.train_qlora", spec.load_in_4bit):
+        args.out, args.live = scratch_outputs()
+    model_cache = Path(section(params, "paths")["model_cache"])
+    model_dir = resolve_model_dir(spec, model_cache)
     with Live(dir=str(args.live), save_dvc_exp=False, dvcyaml=None, report=None) as live:
         def log(record):
             live.step = record["step"]
             live.log_metric("train/loss", record["loss"])
 
-        result = train_lora(spec, model_dir, examples, cfg, args.out, log=log)
+        result = train_lora(spec, model_dir, examples, cfg, args.out, log=log,
+                            checkpoint_root=model_cache.parent / "checkpoints", run_name=args.run)
         for key in ("train_loss", "train_loss_final", "wall_time_s", "tokens_per_s",
                     "train_tokens", "peak_memory_mb", "trainable_params", "total_params",
-                    "n_examples", "n_truncated", "steps"):
+                    "n_examples", "n_truncated", "steps", "resumed_from_step"):
             live.summary[key] = result[key]
     write_json(args.live / "provenance.json", {
         "run": args.run, "mixture": counts, "model": model_provenance(spec),

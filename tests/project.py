@@ -46,9 +46,11 @@ def project_env(mirror: Path) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+def run(cmd: list[str], cwd: Path, env: dict[str, str], stdout_only: bool = False) -> str:
+    """Run a command; fail with its output. Returns stdout + stderr (or stdout alone, for
+    machine-readable output that DVC's warnings on stderr must not pollute)."""
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result.stdout + result.stderr
+    return result.stdout if stdout_only else result.stdout + result.stderr

@@ -48,7 +48,8 @@ def test_first_repro_runs_every_stage_and_scores_all_systems(project):
             "score@tfns", "report"} <= ran_stages(first)
     for name in ("fpb", "tfns"):
         metrics = json.loads((root / f"metrics/datasets/{name}.json").read_text())
-        assert set(metrics["systems"]) == {"base", "tuned", "majority", "tfidf_logreg"}
+        assert set(metrics["systems"]) == {"base", "tuned", "base-loglik", "tuned-loglik",
+                                           "majority", "tfidf_logreg"}
         assert all(s["n"] == 5 for s in metrics["systems"].values())
         assert "tuned_vs_base" in metrics["comparisons"]
         rows = (root / f"data/predictions/{name}/tuned.jsonl").read_text().splitlines()
@@ -89,7 +90,7 @@ def test_metrics_diff_across_branches(project):
     run(["dvc", "repro"], root, env)
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "more resamples"], root, env)
-    diff = run(["dvc", "metrics", "diff", base, "--json"], root, env)
+    diff = run(["dvc", "metrics", "diff", base, "--json"], root, env, stdout_only=True)
     changed = json.loads(diff)
     assert "metrics/datasets/fpb.json" in changed, diff
     assert any("n_boot" in key for key in changed["metrics/datasets/fpb.json"]), diff

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tunebench.io import DataError, read_parquet, sha256_file
+from tunebench.io import DataError, read_table, sha256_file
 from tunebench.tasks import Task
 
 MIRROR_ENV = "TUNEBENCH_MIRROR"
@@ -42,18 +42,43 @@ def fetch_mirror(task: Task, root: Path) -> tuple[dict[str, Any], dict[str, Any]
     frames, splits, files = {}, {}, {}
     for name, spec in task.mirror.splits.items():
         path = folder / spec.file
-        df = read_parquet(path)
+        digest = sha256_file(path) if path.is_file() else None
+        if spec.sha256 is not None and digest is not None and digest != spec.sha256:
+            raise DataError(f"{path}: sha256 {digest} differs from the pinned "
+                            f"source.mirror.splits.{name}.sha256 {spec.sha256} ({task.path})")
+        df = read_table(path, task.raw_columns())
+        if "source_row" in df.columns:
+            raise DataError(f"{path}: has a 'source_row' column, which fetch adds itself")
         df.insert(0, "source_row", range(len(df)))
+        in_file = len(df)
         for column, value in spec.where.items():
             if column not in df.columns:
                 raise DataError(f"{path}: filter column '{column}' (task {task.path}) is missing")
             df = df[df[column] == value]
         frames[name] = df.reset_index(drop=True)
-        files[spec.file] = sha256_file(path)
-        splits[name] = {"file": spec.file, "where": spec.where, "rows": len(df)}
+        files[spec.file] = digest
+        # Rows in = rows kept + rows another split's filter takes (none dropped unseen).
+        splits[name] = {"file": spec.file, "where": spec.where, "rows": len(df),
+                        "rows_in_file": in_file, "filtered_out": in_file - len(df)}
+    _check_filters_cover_files(task, splits)
     provenance = {"source": "mirror", "mirror_dir": task.mirror.dir, "file_sha256": files,
                   "splits": splits}
     return frames, provenance
+
+
+def _check_filters_cover_files(task: Task, splits: dict[str, dict]) -> None:
+    """Splits filtered out of one file must together keep every row of it: a row matching
+    no split's filter (e.g. a typo'd value) would otherwise vanish without a count."""
+    by_file: dict[str, list[dict]] = {}
+    for info in splits.values():
+        by_file.setdefault(info["file"], []).append(info)
+    for file, infos in by_file.items():
+        if not any(i["where"] for i in infos):
+            continue
+        kept, total = sum(i["rows"] for i in infos), infos[0]["rows_in_file"]
+        if kept != total:
+            raise DataError(f"{task.path}: the split filters on {file} keep {kept} of its "
+                            f"{total} rows; {total - kept} match no split's 'where'")
 
 
 def fetch_hub(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -76,6 +101,11 @@ def fetch_hub(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
                 ) from None
             parts.append(_to_pandas_with_label_names(ds))
         df = pd.concat(parts, ignore_index=True)
+        missing = [c for c in task.raw_columns() if c not in df.columns]
+        if missing:
+            raise DataError(f"{hub.id} ({hub.config}, {'+'.join(hub_splits)} at {hub.revision}): "
+                            f"missing column(s) {', '.join(missing)} required by {task.path}; "
+                            f"has {', '.join(map(str, df.columns))}")
         df.insert(0, "source_row", range(len(df)))
         frames[name] = df
         splits[name] = {"hub_splits": hub_splits, "rows": len(df)}

@@ -20,6 +20,14 @@ class DataError(ValueError):
     """Input data is unusable; the message names the file, and the row and field if known."""
 
 
+class Interrupted(RuntimeError):
+    """A stage stopped on a signal after saving what lets a rerun resume (message says where)."""
+
+    def __init__(self, message: str, signum: int = 15) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only on success."""
@@ -95,8 +103,59 @@ def read_parquet(path: Path, columns: Iterable[str] | None = None):
         raise DataError(f"{path}: file not found")
     try:
         df = pd.read_parquet(path)
-    except (pyarrow.ArrowException, OSError) as exc:
+    except (pyarrow.ArrowException, OSError, ValueError) as exc:  # ValueError: bad UTF-8
         raise DataError(f"{path}: not a readable parquet file: {exc}") from None
+    return _check_columns(path, df, columns)
+
+
+def read_csv(path: Path, columns: Iterable[str] | None = None):
+    """Read a CSV file (UTF-8, header row) into pandas. Bad bytes, an unterminated quote or a
+    row with another number of fields than the header is named by its line."""
+    import csv
+    import io
+
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {data[exc.start]:#04x})") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path}: empty file (no header row)")
+        for record in reader:
+            if len(record) != len(header):
+                raise DataError(f"{path}:{reader.line_num}: {len(record)} field(s), the header "
+                                f"has {len(header)} (a truncated or corrupt row?)")
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV: {exc}") from None
+    df = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
+    return _check_columns(path, df, columns)
+
+
+def read_table(path: Path, columns: Iterable[str] | None = None):
+    """A parquet, CSV or JSON Lines file as a DataFrame, by extension, with named errors."""
+    import pandas as pd
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return read_parquet(path, columns)
+    if suffix == ".csv":
+        return read_csv(path, columns)
+    if suffix == ".jsonl":
+        return _check_columns(path, pd.DataFrame(read_jsonl(path)), columns)
+    raise DataError(f"{path}: unsupported file type {suffix!r} (parquet, csv or jsonl)")
+
+
+def _check_columns(path: Path, df, columns: Iterable[str] | None):
     if columns is not None:
         missing = [c for c in columns if c not in df.columns]
         if missing:
@@ -109,6 +168,16 @@ def read_parquet(path: Path, columns: Iterable[str] | None = None):
 def write_parquet(path: Path, df) -> None:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+def check_unique_ids(ids: Iterable[Any], where: str) -> None:
+    """Fail on a repeated example id, naming it and how often it occurs."""
+    from collections import Counter
+
+    repeated = [(i, n) for i, n in Counter(ids).items() if n > 1]
+    if repeated:
+        shown = ", ".join(f"{i!r} x{n}" for i, n in repeated[:5])
+        raise DataError(f"{where}: {len(repeated)} duplicate id(s): {shown}")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

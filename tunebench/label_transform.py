@@ -1,9 +1,11 @@
 """Stage logic for `label-transform`: canonical labels, fixed splits, stable ids.
 
 Splits are fixed here, once: nothing downstream re-splits. A row that cannot be used
-(empty text, missing or unknown label) is never dropped silently: it goes to the
-quarantine with its reason, is counted in the summary, and the stage fails when the
-quarantined share passes a threshold.
+(empty text, text that is not valid Unicode, missing or unknown label) is never dropped
+silently: it goes to the quarantine with its reason, is counted in the summary, and the stage
+fails when the quarantined share passes a threshold. Duplicate example ids fail outright;
+test texts that also occur in train (leakage) are counted, listed, and fail the stage above
+`max_leakage_share`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from tunebench.io import DataError
+from tunebench.io import DataError, check_unique_ids
 from tunebench.tasks import LabelRule, Task
 
 REQUIRED_SPLITS = ("train", "test")
@@ -88,10 +90,9 @@ def label_split(task: Task, df, split: str, raw_split: str):
     kept, quarantined = [], []
     for row in df.to_dict("records"):
         example_id = f"{task.name}:{raw_split}:{row['source_row']}"
-        text = row[task.text_field]
+        text, text_reason = _text(row[task.text_field], task.text_field)
         label, reason = apply_label_rule(task.label, row)
-        if _missing(text) or not str(text).strip():
-            label, reason = None, f"empty text in '{task.text_field}'"
+        reason = text_reason or reason
         if reason is not None:
             quarantined.append({"id": example_id, "split": split, "reason": reason,
                                 "row": _jsonable(row)})
@@ -104,6 +105,24 @@ def label_split(task: Task, df, split: str, raw_split: str):
     return pd.DataFrame(kept, columns=columns), quarantined
 
 
+def _text(value: Any, field: str) -> tuple[str | None, str | None]:
+    """(text, None) or (None, reason): empty, non-UTF-8 bytes or unencodable text is refused
+    (str() of bytes would otherwise turn them into the literal "b'...'")."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, f"non-UTF-8 bytes in '{field}' at byte {exc.start}"
+    if _missing(value) or not str(value).strip():
+        return None, f"empty text in '{field}'"
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: no file could store them as UTF-8
+        return None, f"invalid Unicode in '{field}' at character {exc.start}"
+    return text, None
+
+
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in row.items():
@@ -111,30 +130,49 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
             out[key] = None
         elif hasattr(value, "item"):  # numpy scalar
             out[key] = value.item()
+        elif isinstance(value, bytes):
+            out[key] = value.decode("utf-8", errors="backslashreplace")
+        elif isinstance(value, str):
+            out[key] = value.encode("utf-8", errors="backslashreplace").decode("utf-8")
         else:
-            out[key] = value if isinstance(value, int | float | bool | str) else str(value)
+            out[key] = value if isinstance(value, int | float | bool) else str(value)
     return out
 
 
-def label_transform(task: Task, raw: dict[str, Any], max_quarantine_share: float):
-    """Return ({split: DataFrame}, quarantined rows, summary); raise when too much is bad."""
+def label_transform(task: Task, raw: dict[str, Any], max_quarantine_share: float,
+                    max_leakage_share: float = 1.0):
+    """Return ({split: DataFrame}, quarantined rows, summary); raise when too much is bad:
+    more than `max_quarantine_share` of all rows quarantined, or more than
+    `max_leakage_share` of test rows whose text also occurs in train."""
     splits, quarantine, summary = {}, [], {"task": task.name, "version": task.version,
                                             "splits": {}}
     for split, (raw_split, df) in canonical_splits(task, raw).items():
         kept, bad = label_split(task, df, split, raw_split)
         if len(kept) + len(bad) != len(df):  # every row is accounted for, by construction
-            raise AssertionError(f"{task.name}/{split}: rows in != kept + quarantined")
+            raise DataError(f"{task.name}/{split}: {len(df)} rows in but {len(kept)} kept + "
+                            f"{len(bad)} quarantined")
         splits[split], quarantine = kept, quarantine + bad
         summary["splits"][split] = {
             "rows_in": len(df), "kept": len(kept), "quarantined": len(bad),
             "label_counts": dict(sorted(Counter(kept["label"]).items())),
             "quarantine_reasons": dict(Counter(r["reason"].split(" in ")[0] for r in bad)),
         }
+    check_unique_ids([i for df in splits.values() for i in df["id"]]
+                     + [r["id"] for r in quarantine], f"{task.name} (label-transform)")
     total = sum(s["rows_in"] for s in summary["splits"].values())
     share = len(quarantine) / total if total else 0.0
+    leaked = leaked_ids(splits)
+    n_test = len(splits["test"])
+    leak_share = len(leaked) / n_test if n_test else 0.0
     summary.update(rows_in=total, quarantined=len(quarantine), quarantined_share=share,
                    max_quarantine_share=max_quarantine_share,
-                   test_texts_in_train=_leak_count(splits))
+                   test_texts_in_train=len(leaked), test_texts_in_train_share=leak_share,
+                   test_texts_in_train_ids=leaked[:20], max_leakage_share=max_leakage_share)
+    if leak_share > max_leakage_share:
+        raise DataError(
+            f"{task.name}: {len(leaked)} of {n_test} test texts also occur in train "
+            f"({leak_share:.2%}) > label_transform.max_leakage_share {max_leakage_share:.2%}; "
+            f"first: {', '.join(leaked[:3])}")
     if share > max_quarantine_share:
         raise DataError(
             f"{task.name}: {len(quarantine)} of {total} rows quarantined ({share:.2%}) > "
@@ -144,10 +182,11 @@ def label_transform(task: Task, raw: dict[str, Any], max_quarantine_share: float
     return splits, quarantine, summary
 
 
-def _leak_count(splits: dict[str, Any]) -> int:
-    """Test rows whose text (case- and space-normalised) also occurs in train."""
-    def norm(texts):
-        return {" ".join(t.lower().split()) for t in texts}
+def leaked_ids(splits: dict[str, Any]) -> list[str]:
+    """Ids of test rows whose text (case- and space-normalised) also occurs in train."""
+    def norm(text: str) -> str:
+        return " ".join(text.lower().split())
 
-    train = norm(splits["train"]["text"])
-    return sum(" ".join(t.lower().split()) in train for t in splits["test"]["text"])
+    train = {norm(t) for t in splits["train"]["text"]}
+    test = splits["test"]
+    return [i for i, t in zip(test["id"], test["text"], strict=True) if norm(t) in train]

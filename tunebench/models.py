@@ -253,6 +253,7 @@ def load_causal_lm(spec: ModelSpec, model_dir: str, quantize: bool,
     if spec.family != "causal_lm":
         raise NotImplementedError(f"models.{spec.name}.family {spec.family!r} is not supported yet")
     kwargs = _hub_kwargs(spec, model_dir)
+    kwargs["use_safetensors"] = True  # never unpickle a .bin checkpoint (arbitrary code)
     dtype, device = torch_dtype(spec), default_device()
     if quantize:
         # QLoRA recipe: NF4 weights, double-quantized scales, matmuls in the spec's dtype.
@@ -267,8 +268,9 @@ def load_causal_lm(spec: ModelSpec, model_dir: str, quantize: bool,
     if adapter_dir is not None:
         from peft import PeftModel
 
-        if not (Path(adapter_dir) / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"LoRA adapter not found: {adapter_dir}/adapter_config.json")
+        for name in ("adapter_config.json", "adapter_model.safetensors"):  # never a pickle
+            if not (Path(adapter_dir) / name).is_file():
+                raise FileNotFoundError(f"LoRA adapter not found: {adapter_dir}/{name}")
         model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     model.eval()
     return model

@@ -17,6 +17,8 @@ from tunebench.config import ConfigError, check_keys, closest
 from tunebench.tasks import Task, load_task, task_path
 
 DATASET_KEYS = {"run", "task", "caps", "max_words", "overrides"}
+LABEL_TRANSFORM_KEYS = {"max_quarantine_share": 0.01, "max_leakage_share": 1.0}  # -> default
+FORMAT_KEYS = {"seed", "caps", "max_words"}
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,10 @@ def load_params(path: Path = Path("params.yaml")) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -47,6 +52,37 @@ def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     return params[name] or {}
 
 
+def label_transform_params(params: dict[str, Any]) -> dict[str, float]:
+    """The `label_transform` section, checked: known keys, shares as numbers in [0, 1]."""
+    where = "params.yaml: label_transform"
+    values = section(params, "label_transform")
+    check_keys(values, LABEL_TRANSFORM_KEYS, where, ("max_quarantine_share",))
+    out = {**LABEL_TRANSFORM_KEYS, **values}
+    for key, value in out.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ConfigError(f"{where}.{key}: expected a share in [0, 1], got {value!r}")
+    return out
+
+
+def fetch_mirror_param(params: dict[str, Any]) -> str | None:
+    """`fetch.mirror`: a folder path or null."""
+    values = section(params, "fetch")
+    check_keys(values, {"mirror"}, "params.yaml: fetch")
+    mirror = values.get("mirror")
+    if mirror is not None and not isinstance(mirror, str):
+        raise ConfigError(f"params.yaml: fetch.mirror: expected a folder path or null, "
+                          f"got {mirror!r}")
+    return mirror
+
+
+def _optional_positive_int(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: expected a positive integer or null, got {value!r}")
+    return value
+
+
 def dataset_entry(params: dict[str, Any], name: str) -> DatasetEntry:
     datasets = section(params, "datasets")
     if name not in datasets:
@@ -55,10 +91,25 @@ def dataset_entry(params: dict[str, Any], name: str) -> DatasetEntry:
     where = f"params.yaml: datasets.{name}"
     check_keys(entry, DATASET_KEYS, where, ("run",))
     defaults = section(params, "format_instructions")
-    caps = {**(defaults.get("caps") or {}), **(entry.get("caps") or {})}
+    check_keys(defaults, FORMAT_KEYS, "params.yaml: format_instructions", ("seed",))
+    seed = defaults["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"params.yaml: format_instructions.seed: expected an integer, "
+                          f"got {seed!r}")
+    caps = {}
+    for where, values in (("format_instructions.caps", defaults.get("caps")),
+                          (f"datasets.{name}.caps", entry.get("caps"))):
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"params.yaml: {where}: expected a mapping split -> cap")
+        for split, cap in (values or {}).items():
+            caps[split] = _optional_positive_int(cap, f"params.yaml: {where}.{split}")
+    max_words = _optional_positive_int(entry.get("max_words", defaults.get("max_words")),
+                                       f"params.yaml: datasets.{name}.max_words")
+    overrides = entry.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}.overrides: expected a mapping merged into the task file")
     return DatasetEntry(name=name, run=entry["run"], task=entry.get("task", name), caps=caps,
-                        max_words=entry.get("max_words", defaults.get("max_words")),
-                        overrides=entry.get("overrides") or {})
+                        max_words=max_words, overrides=overrides)
 
 
 def dataset_task(params: dict[str, Any], name: str, tasks_dir: Path) -> Task:

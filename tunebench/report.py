@@ -208,10 +208,25 @@ def classification_tables(record: Mapping) -> str:
     return _table(header, rows)
 
 
+def mode_lines(record: Mapping) -> list[str]:
+    """Scoring modes side by side: each model system's mode and predicted-label distribution
+    (loglik on an un-tuned model tends to pick one label; a gap between generate's and
+    loglik's accuracy separates off-format answers from missing knowledge)."""
+    out = []
+    for name in ordered_systems(record["systems"]):
+        meta = record["systems"][name].get("meta") or {}
+        if "mode" in meta and meta.get("label_distribution"):
+            dist = ", ".join(f"{k} {v}" for k, v in meta["label_distribution"].items() if v)
+            cal = " (calibrated)" if meta.get("calibrate") else ""
+            out.append(f"- {name}: mode {meta['mode']}{cal}; predicted labels: {dist}")
+    return ["", "Scoring modes (same model, same test set):", *out] if out else []
+
+
 def dataset_section(record: Mapping, plots: Mapping[str, str]) -> str:
     """One dataset: systems table, paired test, published figures, notes, plots."""
     ds = record["dataset"]
-    lines = [f"## {ds}", "", systems_table(record), "", *comparison_lines(record)]
+    lines = [f"## {ds}", "", systems_table(record), "", *comparison_lines(record),
+             *mode_lines(record)]
     table = classification_tables(record)
     if table:
         lines += ["", "Per class, in the published form (INVALID = unparseable answers):", "",

@@ -10,6 +10,7 @@ by key. Every error names the file and the field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +41,9 @@ class HubSource:
 
 @dataclass(frozen=True)
 class MirrorSplit:
-    file: str
+    file: str  # .parquet, .csv or .jsonl
     where: dict[str, Any] = field(default_factory=dict)  # column -> required value
+    sha256: str | None = None  # pins the file's content; fetch refuses another
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,16 @@ def load_task(path: Path, overrides: Mapping[str, Any] | None = None) -> Task:
     check_keys(data, TASK_KEYS - {"include"}, where, REQUIRED_KEYS)
     if data["name"] != path.stem:
         raise ConfigError(f"{where}: name '{data['name']}' must match the file name '{path.stem}'")
+    for key, kind in (("labels", list), ("metrics", list), ("fields", dict),
+                      ("prompt_vars", dict), ("published", list), ("truncate", dict),
+                      ("few_shot", dict)):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            noun = "a list" if kind is list else "a mapping"
+            raise ConfigError(f"{where}: {key}: expected {noun}, got "
+                              f"{type(data[key]).__name__} {data[key]!r}")
+    for key in ("text_field", "instruction", "template", "parser"):
+        if not isinstance(data[key], str):
+            raise ConfigError(f"{where}: {key}: expected a string, got {data[key]!r}")
     labels = tuple(str(x) for x in data["labels"])
     if len(set(labels)) != len(labels) or not labels:
         raise ConfigError(f"{where}: labels must be a non-empty list of distinct names")
@@ -184,8 +196,15 @@ def _parse_source(src: Any, where: str) -> tuple[HubSource | None, MirrorSource 
         check_keys(m, {"dir", "splits"}, f"{where}.mirror", ("dir", "splits"))
         splits = {}
         for name, spec in m["splits"].items():
-            check_keys(spec, {"file", "where"}, f"{where}.mirror.splits.{name}", ("file",))
-            splits[name] = MirrorSplit(file=spec["file"], where=dict(spec.get("where") or {}))
+            at = f"{where}.mirror.splits.{name}"
+            check_keys(spec, {"file", "where", "sha256"}, at, ("file",))
+            digest = spec.get("sha256")
+            if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", str(digest)):
+                raise ConfigError(f"{at}.sha256: expected 64 lowercase hex digits, got {digest!r}")
+            if not isinstance(spec.get("where") or {}, Mapping):
+                raise ConfigError(f"{at}.where: expected a mapping column -> value")
+            splits[name] = MirrorSplit(file=str(spec["file"]), sha256=digest,
+                                       where=dict(spec.get("where") or {}))
         mirror = MirrorSource(dir=m["dir"], splits=splits)
     if hub is None and mirror is None:
         raise ConfigError(f"{where}: needs a 'hub' or a 'mirror' source")

@@ -1,18 +1,35 @@
 """LoRA / QLoRA fine-tuning on (prompt, completion) pairs, with the loss on the completion only.
 
 Heavy libraries are imported inside the functions that need them.
+
+Interrupted runs resume: with a checkpoint folder (train-qlora passes one outside its DVC
+output, which DVC deletes before a rerun), the Trainer saves its state every
+`checkpoint_steps` steps into <folder>/<fingerprint>, where the fingerprint hashes the
+tokenized data, the training config and the model; a later run with the same fingerprint
+resumes from the newest complete checkpoint, and the folder is deleted once the adapter is
+saved. SIGTERM stops training after the current step, saves a checkpoint and raises
+Interrupted.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 import resource
+import shutil
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from tunebench.io import Interrupted
 from tunebench.models import ModelSpec, encode_prompt, render_prompt, suggest
 
 IGNORE_INDEX = -100  # labels with this value are skipped by the cross-entropy loss
@@ -40,6 +57,9 @@ class TrainConfig:
     max_steps: int = -1  # > 0 overrides epochs (smoke runs)
     logging_steps: int = 1
     gradient_checkpointing: bool = False
+    # Save a resumable checkpoint (adapter + optimizer + RNG state) every this many steps
+    # (0 = never). LoRA checkpoints are small; on the CPU default a step takes ~1 s.
+    checkpoint_steps: int = 25
 
     @classmethod
     def from_params(cls, params: dict[str, Any], where: str = "train") -> TrainConfig:
@@ -69,6 +89,8 @@ class TrainConfig:
         for key in ("lora_r", "batch_size", "grad_accum", "max_seq_len", "logging_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{where}.{key} must be >= 1, got {getattr(self, key)}")
+        if self.checkpoint_steps < 0:
+            raise ValueError(f"{where}.checkpoint_steps must be >= 0, got {self.checkpoint_steps}")
 
 
 def tokenize_example(tokenizer, prompt: str, completion: str, max_seq_len: int) -> dict:
@@ -158,11 +180,16 @@ def _prepare_peft_model(spec: ModelSpec, model_dir: str, cfg: TrainConfig):
     return model
 
 
-def _training_args(cfg: TrainConfig, scratch: str):
+def _training_args(cfg: TrainConfig, scratch: str, checkpoints: bool = False):
     import torch
     from transformers import TrainingArguments
 
     on_gpu = torch.cuda.is_available()
+    save = {"save_strategy": "no"}
+    if checkpoints and cfg.checkpoint_steps > 0:
+        # Two kept: should the newest be cut short by a kill, the one before still resumes.
+        save = {"save_strategy": "steps", "save_steps": cfg.checkpoint_steps,
+                "save_total_limit": 2, "save_only_model": False}
     return TrainingArguments(
         output_dir=scratch,  # checkpoints/optimizer state never land in the adapter folder
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
@@ -170,7 +197,7 @@ def _training_args(cfg: TrainConfig, scratch: str):
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, optim=cfg.optim,
         bf16=resolve_bf16(cfg.bf16), logging_steps=cfg.logging_steps, logging_first_step=True,
-        seed=cfg.seed, data_seed=cfg.seed, save_strategy="no", report_to="none",
+        seed=cfg.seed, data_seed=cfg.seed, report_to="none", **save,
         push_to_hub=False, remove_unused_columns=False, disable_tqdm=False,
         use_cpu=not on_gpu, dataloader_pin_memory=on_gpu, dataloader_num_workers=0,
     )
@@ -193,14 +220,15 @@ def _log_callback(curve: list[dict], log: Callable[[dict], None] | None):
 
 def train_lora(spec: ModelSpec, model_dir: str, examples: list[tuple[str, str]],
                cfg: TrainConfig, out_dir: Path, log: Callable[[dict], None] | None = None,
-               ) -> dict:
+               checkpoint_root: Path | None = None, run_name: str = "run") -> dict:
     """Train a LoRA adapter, save it (safetensors only) to out_dir, return training metrics.
 
     Prompts go through render_prompt here, with the spec's chat-template flag, so training
-    sees exactly what prediction will.
+    sees exactly what prediction will. With `checkpoint_root`, checkpoints go to
+    <checkpoint_root>/<run_name>-<fingerprint> and an interrupted run resumes from them.
     """
     import torch
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     from tunebench.models import load_tokenizer
 
@@ -212,32 +240,197 @@ def train_lora(spec: ModelSpec, model_dir: str, examples: list[tuple[str, str]],
                              cfg.max_seq_len) for p, c in examples]
     model = _prepare_peft_model(spec, model_dir, cfg)
     trainable, total = model.get_nb_trainable_parameters()
-    collator, curve = CompletionCollator(tokenizer.pad_token_id), []
+    collator = CompletionCollator(tokenizer.pad_token_id)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    folder = None
+    if checkpoint_root is not None:
+        folder = Path(checkpoint_root) / f"{run_name}-{fingerprint(spec, model_dir, data, cfg)}"
     # A plain Trainer rather than trl's SFTTrainer: the data is already tokenized and masked by
     # tokenize_example (tested above), and SFTTrainer would re-apply its own templating,
     # masking and packing rules, which shift between trl releases.
-    with tempfile.TemporaryDirectory(prefix="tunebench-train-") as scratch:
-        trainer = Trainer(model=model, args=_training_args(cfg, scratch), train_dataset=data,
-                          data_collator=collator, callbacks=[_log_callback(curve, log)])
-        start = time.perf_counter()
-        result = trainer.train()
-        wall = time.perf_counter() - start
+    run = run_trainer(model, data, collator, cfg, log, folder)
     _save_adapter(model, spec, Path(out_dir))
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)  # the adapter is out: nothing left to resume
+    wall = run["wall_time_s"]
+    # Throughput of this process: after a resume, tokens and wall time count from the resume.
     return {
-        "train_loss": float(result.training_loss),  # mean over all steps
-        "train_loss_final": curve[-1]["loss"] if curve else float("nan"),
-        "loss_curve": curve, "wall_time_s": wall, "train_tokens": collator.n_tokens,
-        "tokens_per_s": collator.n_tokens / wall if wall > 0 else 0.0,
-        "peak_memory_mb": _peak_memory_mb(), "trainable_params": int(trainable),
-        "total_params": int(total), "n_examples": len(data),
-        "n_truncated": sum(d["truncated"] for d in data), "steps": trainer.state.global_step,
+        **run, "tokens_per_s": collator.n_tokens / wall if wall > 0 else 0.0,
+        "train_tokens": collator.n_tokens, "peak_memory_mb": _peak_memory_mb(),
+        "trainable_params": int(trainable), "total_params": int(total), "n_examples": len(data),
+        "n_truncated": sum(d["truncated"] for d in data),
     }
 
 
+def run_trainer(model, data: list[dict], collator, cfg: TrainConfig,
+                log: Callable[[dict], None] | None, checkpoint_dir: Path | None) -> dict:
+    """Run a transformers Trainer, resuming from `checkpoint_dir` when it holds a complete
+    checkpoint; SIGTERM saves a checkpoint and raises Interrupted. Returns the loss metrics,
+    identical whether or not the run was resumed (they come from the trainer's log history,
+    which checkpoints carry)."""
+    from transformers import Trainer
+
+    curve: list[dict] = []
+    with _trainer_dir(checkpoint_dir) as scratch:
+        resume = latest_checkpoint(Path(scratch)) if checkpoint_dir is not None else None
+        if resume is not None and log is not None:
+            for point in _curve(json.loads((resume / "trainer_state.json").read_text())
+                                ["log_history"]):
+                log(point)  # replay the steps before the interruption (e.g. into DVCLive)
+        stop = _StopOnSignal()
+        trainer = Trainer(model=model, train_dataset=data, data_collator=collator,
+                          args=_training_args(cfg, scratch, checkpoints=checkpoint_dir is not None),
+                          callbacks=[_log_callback(curve, log), stop.callback])
+        start = time.perf_counter()
+        with stop.installed():
+            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        wall = time.perf_counter() - start
+        if stop.signalled:
+            where = f"; checkpoint in {checkpoint_dir}" if checkpoint_dir is not None else ""
+            raise Interrupted(f"training stopped by signal {stop.signalled} at step "
+                              f"{trainer.state.global_step}{where}; run again to resume",
+                              signum=stop.signalled)
+    curve = _curve(trainer.state.log_history)
+    steps = trainer.state.global_step
+    # With every step logged (logging_steps 1, the default) the mean over the log history is
+    # the exact mean loss, also across a resume; transformers' own value covers only the
+    # steps run since the resume.
+    logged = bool(curve) and curve[-1]["step"] == steps
+    return {
+        "train_loss": _mean_loss(curve) if logged else float(result.training_loss),
+        "train_loss_final": curve[-1]["loss"] if curve else float("nan"),
+        "loss_curve": curve, "wall_time_s": wall, "steps": steps,
+        "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
+    }
+
+
+def _curve(log_history: list[dict]) -> list[dict]:
+    return [{"step": int(r["step"]), "loss": float(r["loss"]),
+             "learning_rate": float(r.get("learning_rate", 0.0))}
+            for r in log_history if "loss" in r]
+
+
+def _mean_loss(curve: list[dict]) -> float:
+    """Step-weighted mean: a logged loss is the mean over the steps since the previous log."""
+    total, previous = 0.0, 0
+    for point in curve:
+        total += point["loss"] * (point["step"] - previous)
+        previous = point["step"]
+    return total / previous if previous else float("nan")
+
+
+@contextmanager
+def _trainer_dir(checkpoint_dir: Path | None) -> Iterator[str]:
+    """The Trainer's output folder: the persistent checkpoint folder, or a throw-away one."""
+    if checkpoint_dir is None:
+        with tempfile.TemporaryDirectory(prefix="tunebench-train-") as scratch:
+            yield scratch
+        return
+    checkpoint_dir = Path(checkpoint_dir)
+    # Checkpoints of the same run under another fingerprint can never be resumed: drop them.
+    prefix = checkpoint_dir.name.rsplit("-", 1)[0] + "-"
+    if checkpoint_dir.parent.is_dir():
+        for stale in checkpoint_dir.parent.glob(f"{prefix}*"):
+            if stale != checkpoint_dir and stale.name.rsplit("-", 1)[0] + "-" == prefix:
+                shutil.rmtree(stale, ignore_errors=True)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    yield str(checkpoint_dir)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete `checkpoint-<step>` in folder. Complete = its trainer_state.json,
+    which the Trainer writes last, parses; a checkpoint cut short by a kill is removed."""
+    found = []
+    for path in Path(folder).glob("checkpoint-*"):
+        suffix = path.name.split("-")[-1]
+        if path.is_dir() and suffix.isdigit():
+            found.append((int(suffix), path))
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            if (path / "adapter_model.safetensors").is_file():
+                return path
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def fingerprint(spec: ModelSpec, model_dir: str, data: list[dict], cfg: TrainConfig) -> str:
+    """16 hex digits identifying a training run: tokenized data, config, model spec and the
+    model folder's files (name, size, mtime). A checkpoint resumes only the same run."""
+    digest = hashlib.sha256()
+    setup = {"cfg": dataclasses.asdict(cfg), "spec": dataclasses.asdict(spec),
+             "model_dir": str(model_dir)}
+    digest.update(json.dumps(setup, sort_keys=True, default=str).encode())
+    folder = Path(model_dir)
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                stat = path.stat()
+                digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}"
+                              .encode())
+    for row in data:
+        digest.update(json.dumps([row["input_ids"], row["labels"]]).encode())
+    return digest.hexdigest()[:16]
+
+
+class _StopOnSignal:
+    """Turns SIGTERM into: finish this step, save a checkpoint, stop. `installed()` sets the
+    handler only while training runs; `callback` is the TrainerCallback that acts on it."""
+
+    def __init__(self) -> None:
+        from transformers import TrainerCallback
+
+        self.signalled: int | None = None
+        outer = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if outer.signalled is not None:
+                    control.should_save = args.save_strategy != "no"
+                    control.should_training_stop = True
+                return control
+
+        self.callback = _Callback()
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """SIGTERM (and a first Ctrl-C) stop after this step; a second Ctrl-C stops at once."""
+        def handler(signum, frame):
+            if signum == signal.SIGINT and self.signalled is not None:
+                raise KeyboardInterrupt
+            self.signalled = signum
+
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old_handler in previous.items():
+                signal.signal(sig, old_handler)
+
+
 def _save_adapter(model, spec: ModelSpec, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Save into a temporary folder beside out_dir and rename it into place, so a kill never
+    leaves a half-written adapter where the next stage would take it as complete."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        _write_adapter(model, spec, tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_adapter(model, spec: ModelSpec, out_dir: Path) -> None:
     # peft records the base path, which here is a machine-specific temp/cache folder; a stable
     # name keeps the adapter folder identical across machines (loading ignores this field).
     model.peft_config["default"].base_model_name_or_path = spec.id or spec.name

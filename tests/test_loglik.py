@@ -1,0 +1,95 @@
+"""loglik / choice scoring and calibration, checked against brute force on the tiny model."""
+
+import pytest
+
+from tunebench.loglik import (
+    calibration_prior,
+    content_free_prompts,
+    iter_choice,
+    label_token_ids,
+    loglik_scores,
+    normalise,
+    pick,
+)
+from tunebench.models import ModelSpec, encode_prompt, load_causal_lm, load_tokenizer
+
+FRAME = "Instruction: Is this sentence Sarcasm or Not Sarcasm?\nInput: {}\nAnswer: "
+TEXTS = ["Oh great, another Monday meeting.", "Profit rose 12 percent.", "The bank said so.",
+         "Shares fell sharply in early trading as the company reported a loss.", "Fine."]
+PROMPTS = [FRAME.format(t) for t in TEXTS]
+LABELS = ["Sarcasm", "Not Sarcasm", "neutral", "zq xv"]  # one- and multi-token labels
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    spec = ModelSpec.from_params("tiny", {"source": "local", "path": str(tiny_model_dir)})
+    model = load_causal_lm(spec, str(tiny_model_dir), quantize=False)
+    return model, load_tokenizer(spec, str(tiny_model_dir))
+
+
+def brute_force(model, tokenizer, prompt, label):
+    import torch
+
+    ids = encode_prompt(tokenizer, prompt)
+    lab = tokenizer(label, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids + lab])).logits[0].float(), -1)
+    return sum(float(logp[len(ids) - 1 + j, t]) for j, t in enumerate(lab))
+
+
+def test_loglik_matches_brute_force_in_any_batch(tiny):
+    model, tokenizer = tiny
+    assert max(len(t) for t in label_token_ids(tokenizer, LABELS)) > 1
+    expected = [[brute_force(model, tokenizer, p, lab) for lab in LABELS] for p in PROMPTS]
+    for batch_size, share in ((1, False), (2, True), (16, True)):
+        got = loglik_scores(model, tokenizer, PROMPTS, LABELS, batch_size, share, False)
+        flat = [x for row in got for x in row]
+        assert flat == pytest.approx([x for row in expected for x in row], abs=1e-4)
+
+
+def test_choice_picks_a_label_and_follows_the_trie(tiny):
+    model, tokenizer = tiny
+    answers = {}
+    for batch_size in (1, 3):
+        for batch, got in iter_choice(model, tokenizer, PROMPTS, LABELS, batch_size,
+                                      progress=False):
+            for i, label in zip(batch, got, strict=True):
+                assert label in LABELS
+                answers.setdefault(i, set()).add(label)
+    assert sorted(answers) == list(range(len(PROMPTS)))
+    assert all(len(v) == 1 for v in answers.values())  # batch size does not change answers
+
+
+def test_choice_equals_loglik_for_single_token_labels(tiny):
+    model, tokenizer = tiny
+    labels = [lab for lab, ids in zip(LABELS, label_token_ids(tokenizer, LABELS), strict=True)
+              if len(ids) == 1]
+    assert len(labels) >= 2
+    scores = loglik_scores(model, tokenizer, PROMPTS, labels, progress=False)
+    chosen = {}
+    for batch, got in iter_choice(model, tokenizer, PROMPTS, labels, progress=False):
+        chosen.update(zip(batch, got, strict=True))
+    assert [chosen[i] for i in range(len(PROMPTS))] == [pick(s, labels) for s in scores]
+
+
+def test_content_free_prompts_replace_only_the_text():
+    cf = content_free_prompts(PROMPTS, ["N/A", ""])
+    assert cf == [FRAME.format("N/A"), FRAME.format("")]
+    with pytest.raises(ValueError):
+        content_free_prompts(PROMPTS[:1])
+
+
+def test_calibration_removes_a_constant_prior():
+    labels = ["a", "b", "c"]
+    biased = [[-0.1, -3.0, -3.2], [-0.2, -2.0, -3.0]]  # the model always prefers "a"
+    prior = calibration_prior([[-0.1, -3.0, -3.0]])
+    assert [pick(s, labels) for s in biased] == ["a", "a"]
+    assert [pick(s, labels, prior) for s in biased] == ["a", "b"]
+    assert sum(normalise([-1.0, -2.0])) == pytest.approx(1.0)
+    assert pick([0.0, 0.0], ["x", "y"]) == "x"  # ties go to the earlier label
+
+
+def test_labels_must_tokenize_distinctly(tiny):
+    _, tokenizer = tiny
+    with pytest.raises(ValueError, match="nothing"):
+        label_token_ids(tokenizer, ["a", ""])

@@ -1,0 +1,104 @@
+"""The predict stage: several modes from one model load, and a SIGKILLed run that resumes
+and finishes with every example exactly once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+from tunebench.partial import PartialWriter, load_partial, make_header, partial_path
+
+pytestmark = pytest.mark.slow
+LABELS = ["negative", "neutral", "positive"]
+
+
+def setup_stage(tmp_path, model_dir, n_rows, batch_size, max_new):
+    inst = tmp_path / "inst"
+    inst.mkdir()
+    task = {"dataset": "fpb", "task": "fpb", "labels": LABELS, "parser": "strict",
+            "base_prompt": "zero_shot"}
+    (inst / "task.json").write_text(json.dumps(task))
+    words = ["Profit rose", "Shares fell sharply", "The bank said so", "Revenue beat"]
+    rows = [{"id": f"t{i}", "completion": LABELS[i % 3],
+             "prompt": f"Instruction: What is the sentiment of this news? Please choose an "
+                       f"answer from {{negative/neutral/positive}}.\nInput: "
+                       f"{words[i % 4]} {' again' * (i % 7)}.\nAnswer: "} for i in range(n_rows)]
+    (inst / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    params = {"model": "tiny", "paths": {"model_cache": str(tmp_path / "cache")},
+              "models": {"tiny": {"source": "local", "path": str(model_dir),
+                                  "chat_template": True}},
+              "predict": {"batch_size": batch_size, "max_new_tokens": {"base": max_new},
+                          "parser": None}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return inst, rows
+
+
+def command(tmp_path, inst, *outs):
+    cmd = [sys.executable, "-m", "stages.predict", "--params", str(tmp_path / "params.yaml"),
+           "--system", "base", "--instructions", str(inst)]
+    for out in outs:
+        cmd += ["--out", out]
+    return cmd
+
+
+def test_modes_from_one_load(tmp_path, tiny_model_dir):
+    inst, rows = setup_stage(tmp_path, tiny_model_dir, 6, 4, 4)
+    gen, ll, ch = tmp_path / "base.jsonl", tmp_path / "base-loglik.jsonl", tmp_path / "c.jsonl"
+    subprocess.run(command(tmp_path, inst, str(gen), f"loglik={ll}", f"choice={ch}"),
+                   cwd=REPO_ROOT, check=True, capture_output=True)
+    for path, mode in ((gen, "generate"), (ll, "loglik"), (ch, "choice")):
+        out = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [r["id"] for r in out] == [r["id"] for r in rows]
+        meta = json.loads(path.with_suffix(".meta.json").read_text())
+        assert meta["mode"] == mode and meta["kind"] == "base" and meta["n"] == 6
+        assert meta["system"] == path.stem
+        assert sum(meta["label_distribution"].values()) == 6
+        if mode != "generate":
+            assert all(r["parsed"] in LABELS for r in out) and meta["invalid"] == 0
+        assert not partial_path(path).exists()
+    assert "scores" in json.loads(ll.read_text().splitlines()[0])
+
+
+def test_killed_run_resumes_with_every_example_once(tmp_path, tiny_model_dir):
+    inst, rows = setup_stage(tmp_path, tiny_model_dir, 60, 1, 8)
+    out = tmp_path / "base.jsonl"
+    part = partial_path(out)
+    proc = subprocess.Popen(command(tmp_path, inst, str(out)), cwd=REPO_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if part.exists() and len(part.read_bytes().splitlines()) >= 4:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not out.exists()
+    done_before = len(part.read_bytes().splitlines()) - 1
+    assert 0 < done_before < len(rows)
+    result = subprocess.run(command(tmp_path, inst, str(out)), cwd=REPO_ROOT, check=True,
+                            capture_output=True, text=True)
+    assert "resuming" in result.stdout
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert ids == [r["id"] for r in rows]  # every example exactly once, in input order
+    assert not part.exists()
+
+
+def test_partial_file_header_and_torn_tail(tmp_path):
+    path = tmp_path / ".x.partial"
+    header = make_header({"mode": "generate"}, ["a", "b"], ["h1", "h2"])
+    writer = PartialWriter(path, header, {})
+    writer.write([{"id": "a", "parsed": "x"}])
+    writer.close(remove=False)
+    with path.open("a") as fh:
+        fh.write('{"id": "b", "par')  # killed mid-write
+    assert set(load_partial(path, header, ["a", "b"])) == {"a"}
+    other = make_header({"mode": "generate"}, ["a", "b"], ["h1", "changed"])
+    assert load_partial(path, other, ["a", "b"]) == {}
+    assert load_partial(tmp_path / "missing", header, ["a"]) == {}

@@ -1,0 +1,173 @@
+"""The encoder-classification family (e.g. distilbert-base-uncased, all-MiniLM-L6-v2): LoRA
+SEQ_CLS on the attention projections named by the spec's lora_targets (BERT: query/value,
+DistilBERT: q_lin/v_lin), a new classification head trained in full, and argmax prediction.
+
+The "base" system is the same encoder with a freshly initialised, seeded head: near chance by
+construction, and identical between runs with the same seed. Heavy imports stay inside functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunebench.families import TINY_TEXTS, fit, load_kwargs, prepare_for_lora, quantization_plan
+from tunebench.models import ModelSpec
+from tunebench.train import TrainConfig, _save_adapter
+
+# Names transformers' *ForSequenceClassification classes give the layers they add on top of the
+# encoder (+ BERT's pooler, absent from some checkpoints): kept out of 4-bit, since they train.
+HEAD_NAMES = ("pre_classifier", "classifier", "score", "pooler")
+
+
+def load_encoder_cls(spec: ModelSpec, model_dir: str, label_list: list[str], quantize: bool,
+                     seed: int, adapter_dir: Path | None = None):
+    """Encoder + a new head for label_list, seeded; returns (model, names of the new modules).
+
+    Only an encoder checkpoint is accepted: a head already in the checkpoint would not be the
+    untrained base the benchmark compares against. With adapter_dir the trained LoRA weights and
+    head replace the fresh ones.
+    """
+    from transformers import AutoModelForSequenceClassification, set_seed
+
+    from tunebench.models import default_device
+
+    if len(set(label_list)) != len(label_list) or len(label_list) < 2:
+        raise ValueError(f"label_list must hold >= 2 distinct labels, got {label_list}")
+    set_seed(seed)  # the new head's initial weights come from the global torch RNG
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, num_labels=len(label_list), id2label=dict(enumerate(label_list)),
+        label2id={label: i for i, label in enumerate(label_list)}, output_loading_info=True,
+        **load_kwargs(spec, model_dir, quantize, skip_modules=HEAD_NAMES))
+    head = sorted({key.rsplit(".", 1)[0] for key in info["missing_keys"]})
+    if not head:
+        raise ValueError(f"models.{spec.name}: {model_dir} already has a classification head; "
+                         "the base system needs an untrained one (use an encoder checkpoint)")
+    if not quantize:
+        model = model.to(default_device())
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter_dir) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"LoRA adapter not found: {adapter_dir}/adapter_config.json")
+        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    model.eval()
+    return model, head
+
+
+def encode_texts(tokenizer, texts: list[str], max_len: int) -> list[dict]:
+    """Token ids cut to max_len (the tokenizer keeps [CLS]/[SEP]); `truncated` marks the cut."""
+    full = tokenizer(texts)["input_ids"]
+    cut = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+    return [{"input_ids": c, "truncated": len(f) > len(c)} for f, c in zip(full, cut, strict=True)]
+
+
+@dataclass
+class ClassCollator:
+    """Right-pads a batch to its longest row; passes integer labels through when present."""
+
+    pad_token_id: int
+    n_tokens: int = 0
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids = [f["input_ids"] + [self.pad_token_id] * (width - len(f["input_ids"]))
+               for f in features]
+        mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
+        self.n_tokens += sum(len(f["input_ids"]) for f in features)
+        batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([f["labels"] for f in features])
+        return batch
+
+
+def train_encoder_cls_lora(spec: ModelSpec, model_dir: str, texts: list[str], labels: list[str],
+                           label_list: list[str], cfg: TrainConfig, out_dir: Path,
+                           log: Callable[[dict], None] | None = None) -> dict:
+    """Train LoRA (SEQ_CLS) on the spec's attention modules plus the full new head; save the
+    adapter (head included) to out_dir; return training metrics with `quantized`."""
+    from peft import LoraConfig
+
+    from tunebench.models import load_tokenizer
+
+    if not texts or len(texts) != len(labels):
+        raise ValueError(f"need as many labels as texts (> 0), got {len(texts)} and {len(labels)}")
+    index = {label: i for i, label in enumerate(label_list)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not in label_list {label_list}")
+    tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
+    data = encode_texts(tokenizer, texts, cfg.max_seq_len)
+    for row, label in zip(data, labels, strict=True):
+        row["labels"] = index[label]
+    quantized, why = quantization_plan(spec)
+    model, head = load_encoder_cls(spec, model_dir, label_list, quantized, seed=cfg.seed)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(spec.lora_targets), bias="none", task_type="SEQ_CLS",
+                      modules_to_save=list(head))  # peft extends the list in place
+    model = prepare_for_lora(model, quantized, cfg, lora)
+    collator = ClassCollator(tokenizer.pad_token_id)
+    metrics = fit(model, data, collator, cfg, lambda: collator.n_tokens, log)
+    _save_adapter(model, spec, Path(out_dir))
+    return {**metrics, "n_truncated": sum(d["truncated"] for d in data), "head_modules": head,
+            "family": "encoder_cls", "quantized": quantized, "quantization": why}
+
+
+def predict_encoder_cls(model, tokenizer, texts: list[str], label_list: list[str],
+                        batch_size: int = 16, max_len: int = 512) -> list[str]:
+    """The argmax label per text, in order: every answer is a label, none can be invalid."""
+    import torch
+
+    if model.config.num_labels != len(label_list):
+        raise ValueError(f"model has {model.config.num_labels} labels, label_list "
+                         f"{len(label_list)}")
+    rows = encode_texts(tokenizer, texts, max_len)
+    collate, device = ClassCollator(tokenizer.pad_token_id), next(model.parameters()).device
+    model.eval()
+    predicted: list[str] = []
+    for start in range(0, len(rows), batch_size):
+        batch = collate(rows[start:start + batch_size])
+        with torch.inference_mode():
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        predicted += [label_list[i] for i in logits.argmax(dim=-1).tolist()]
+    return predicted
+
+
+def build_tiny_bert(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random BERT encoder (no head, like MiniLM) + a locally trained WordPiece."""
+    import torch
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.decoder = decoders.WordPiece()
+    wp.train_from_iterator(TINY_TEXTS * 4, trainer=trainers.WordPieceTrainer(
+        vocab_size=400, special_tokens=specials, show_progress=False))
+    wp.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=wp, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
+                        pad_token_id=0)
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    BertModel(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,218 @@
+"""`make perf`: speed of prediction and training, measured side by side in one process.
+
+python -m tunebench.perf [--params params.yaml] [--n N] [--out metrics/perf.json]
+
+Same model, inputs and machine for every figure: FPB test prompts (params `perf`), the
+benchmark model (base and with the fine-tuned adapter models/<run>). Prints a table and
+writes metrics/perf.json (a DVC metrics file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+
+class PeakRSS:
+    """Peak resident memory (MiB) while the block runs, sampled from /proc (CPU), or peak
+    allocated CUDA memory on GPU."""
+
+    def __enter__(self):
+        import torch
+
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        self.peak, self.stop = _rss_mb(), False
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def _poll(self):
+        while not self.stop:
+            self.peak = max(self.peak, _rss_mb())
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        import torch
+
+        self.stop = True
+        self.thread.join()
+        if self.cuda:
+            self.peak = torch.cuda.max_memory_allocated() / 2**20
+
+
+def _rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * 4096 / 2**20
+
+
+def timed(fn):
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+    return result, seconds, round(mem.peak, 1)
+
+
+def naive_generate(model, tokenizer, prompts, batch_size: int, max_length: int) -> list[str]:
+    """The published-style loop: input order, batches of 8, max_length, no new-token cap."""
+    import torch
+
+    from tunebench.generate import _left_pad, pad_id_of
+    from tunebench.models import encode_prompt
+
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        ids, mask = _left_pad([encode_prompt(tokenizer, p) for p in prompts[i:i + batch_size]],
+                              pad_id_of(tokenizer))
+        with torch.inference_mode():
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_length=max_length,
+                                 do_sample=False, pad_token_id=pad_id_of(tokenizer))
+        out += tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+    return out
+
+
+def forward_floor(model, tokenizer, prompts, batch_size: int) -> None:
+    """One batched forward pass over the prompts (our batching, no prefix reuse)."""
+    import torch
+
+    from tunebench.generate import _left_pad, length_batches, pad_id_of
+    from tunebench.models import encode_prompt
+
+    enc = [encode_prompt(tokenizer, p) for p in prompts]
+    for batch in length_batches([len(e) for e in enc], batch_size):
+        ids, mask = _left_pad([enc[i] for i in batch], pad_id_of(tokenizer))
+        with torch.inference_mode():
+            model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
+
+
+def predict_figures(model, tokenizer, prompts, labels, parse, cfg, pcfg, system) -> dict:
+    from tunebench.generate import generate
+    from tunebench.loglik import loglik_scores, pick
+
+    n, res = len(prompts), {}
+    cap = pcfg["max_new_tokens"][system] if isinstance(pcfg["max_new_tokens"], dict) \
+        else pcfg["max_new_tokens"]
+    stops = pcfg.get("stop_strings")
+    stops = stops.get(system) if isinstance(stops, dict) else stops
+    _, floor_s, floor_mem = timed(lambda: forward_floor(model, tokenizer, prompts,
+                                                        pcfg["batch_size"]))
+    naive, naive_s, naive_mem = timed(lambda: naive_generate(
+        model, tokenizer, prompts, cfg["naive_batch_size"], cfg["naive_max_length"]))
+    ours, ours_s, ours_mem = timed(lambda: generate(
+        model, tokenizer, prompts, pcfg["batch_size"], cap, stops, False,
+        pcfg.get("share_prefix", True)))
+    scores, ll_s, ll_mem = timed(lambda: loglik_scores(model, tokenizer, prompts, labels,
+                                                       pcfg["batch_size"], progress=False))
+    naive_p = [parse(t, labels) for t in naive]
+    ours_p = [parse(t, labels) for t in ours]
+    b1, b16 = cfg["invariance_batch_sizes"]
+    one = [parse(t, labels) for t in generate(model, tokenizer, prompts, b1, cap, stops, False)]
+    many = [parse(t, labels) for t in generate(model, tokenizer, prompts, b16, cap, stops, False)]
+    for name, secs, mem in (("floor", floor_s, floor_mem), ("naive", naive_s, naive_mem),
+                            ("generate", ours_s, ours_mem), ("loglik", ll_s, ll_mem)):
+        res[name] = {"examples_per_s": round(n / secs, 3), "seconds": round(secs, 2),
+                     "x_floor": round(secs / floor_s, 2), "peak_mb": mem}
+    ll_pred = [pick(s, labels) for s in scores]
+    res["generate_speedup_vs_naive"] = round(naive_s / ours_s, 2)
+    same_cap = sum(a == b for a, b in zip(naive_p, ours_p, strict=True))
+    same_batch = sum(a == b for a, b in zip(one, many, strict=True))
+    res["cap_agreement_vs_512"] = round(same_cap / n, 4)
+    res["batch_invariance"] = {"batch_sizes": [b1, b16], "agreement": round(same_batch / n, 4),
+                               "differ": n - same_batch}
+    res["loglik_label_distribution"] = {lab: ll_pred.count(lab) for lab in labels}
+    res["invalid"] = {"naive": naive_p.count("INVALID"), "generate": ours_p.count("INVALID")}
+    res["max_new_tokens"], res["stop_strings"] = cap, stops
+    return res
+
+
+def dvc_noop_seconds() -> dict:
+    status = subprocess.run(["dvc", "status", "-q"], capture_output=True, text=True)
+    cmd = ["dvc", "repro"] if status.returncode == 0 else ["dvc", "repro", "--dry"]
+    start = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, text=True)
+    return {"seconds": round(time.perf_counter() - start, 2), "command": " ".join(cmd),
+            "up_to_date": status.returncode == 0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--n", type=int, help="override perf.n_prompts")
+    ap.add_argument("--out", type=Path, default=Path("metrics/perf.json"))
+    ap.add_argument("--skip-train", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    from tunebench.io import read_parquet, write_json
+    from tunebench.models import load_causal_lm, load_tokenizer, render_prompt, resolve_model_dir
+    from tunebench.params import benchmark_model, load_params, section
+    from tunebench.parsing import get_parser
+    from tunebench.tasks import load_task
+    from tunebench.tasks import render_prompt as task_prompt
+
+    params = load_params(Path(args.params))
+    cfg, pcfg = section(params, "perf"), section(params, "predict")
+    n = args.n or cfg["n_prompts"]
+    ds = cfg["dataset"]
+    task = load_task(Path("tasks") / f"{ds}.yaml",
+                     (params["datasets"][ds] or {}).get("overrides"))
+    df = read_parquet(Path(f"data/labeled/{ds}/test.parquet"))
+    records = df.to_dict("records")[:n]
+    spec = benchmark_model(params)
+    model_dir = resolve_model_dir(spec, Path(section(params, "paths")["model_cache"]))
+    tokenizer = load_tokenizer(spec, model_dir)
+    prompts = [render_prompt(tokenizer, task_prompt(task, r), spec.chat_template)
+               for r in records]
+    labels, parse = list(task.labels), get_parser(task.parser)
+    result = {"n_prompts": len(prompts), "model": spec.name, "threads": torch.get_num_threads(),
+              "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    run = params["datasets"][ds]["run"]
+    for system, adapter in (("base", None), ("tuned", Path("models") / run)):
+        model = load_causal_lm(spec, model_dir, quantize=spec.load_in_4bit, adapter_dir=adapter)
+        result[system] = predict_figures(model, tokenizer, prompts, labels, parse, cfg, pcfg,
+                                         system)
+        print(system, json.dumps(result[system]), flush=True)
+        del model
+    if not args.skip_train:
+        from tunebench.perf_train import train_figures
+
+        result["train"] = train_figures(spec, model_dir, params, cfg)
+    result["dvc_repro_noop"] = dvc_noop_seconds()
+    write_json(args.out, result)
+    print(table(result))
+
+
+def table(r: dict) -> str:
+    lines = [f"perf: {r['n_prompts']} {r['model']} prompts, {r['threads']} threads, {r['device']}",
+             f"{'predict':<22}{'ex/s':>8}{'s':>9}{'x floor':>9}{'peak MB':>9}"]
+    for system in ("base", "tuned"):
+        for mode in ("floor", "naive", "generate", "loglik"):
+            f = r[system][mode]
+            lines.append(f"{system + ' ' + mode:<22}{f['examples_per_s']:>8}{f['seconds']:>9}"
+                         f"{f['x_floor']:>9}{f['peak_mb']:>9}")
+        s = r[system]
+        lines.append(f"  {system}: generate {s['generate_speedup_vs_naive']}x naive; same labels "
+                     f"as 512-token run {s['cap_agreement_vs_512']:.1%}; batch "
+                     f"{s['batch_invariance']['batch_sizes']} agreement "
+                     f"{s['batch_invariance']['agreement']:.1%}; loglik labels "
+                     f"{s['loglik_label_distribution']}")
+    if "train" in r:
+        lines.append(f"{'train':<22}{'real tok/s':>11}{'peak MB':>9}")
+        for name, f in r["train"].items():
+            if isinstance(f, dict):
+                lines.append(f"{name:<22}{f['tokens_per_s']:>11}{f['peak_mb']:>9}")
+    d = r["dvc_repro_noop"]
+    lines.append(f"dvc no-op ({d['command']}): {d['seconds']} s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Training throughput for `make perf`: real (non-pad) tokens/s of three loops on the same
+examples and model: HF Trainer with every batch padded to 512, HF Trainer with our dynamic
+collation (tunebench.train.CompletionCollator, what train_lora uses), and a bare PyTorch
+forward/backward/step loop over the same dynamically collated batches."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+
+def _examples(params, cfg, tokenizer, spec, n):
+    from tunebench.models import render_prompt
+    from tunebench.train import tokenize_example
+
+    ds = cfg["dataset"]
+    run = params["datasets"][ds]["run"]
+    path = Path("data/instructions") / run / ds / "train.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()][:n]
+    return [tokenize_example(tokenizer, render_prompt(tokenizer, r["prompt"], spec.chat_template),
+                             r["completion"], cfg["train_pad_to"]) for r in rows]
+
+
+def _peft(spec, model_dir):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from tunebench.models import load_causal_lm
+
+    model = load_causal_lm(spec, model_dir, quantize=spec.load_in_4bit)
+    if spec.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1,
+                                             target_modules=list(spec.lora_targets),
+                                             task_type="CAUSAL_LM"))
+    model.train()
+    return model
+
+
+class PadTo:
+    """The published-style collator: every batch padded to a fixed length."""
+
+    def __init__(self, pad_id, width):
+        from tunebench.train import CompletionCollator
+
+        self.inner, self.width = CompletionCollator(pad_id), width
+
+    @property
+    def n_tokens(self):
+        return self.inner.n_tokens
+
+    def __call__(self, features):
+        pad = {"input_ids": self.inner.pad_token_id, "attention_mask": 0, "labels": -100}
+        padded = [{k: f[k] + [pad[k]] * (self.width - len(f[k])) for k in pad} for f in features]
+        batch = self.inner(padded)
+        self.inner.n_tokens -= len(features) * self.width
+        self.inner.n_tokens += sum(len(f["input_ids"]) for f in features)
+        return batch
+
+
+def _trainer_run(model, data, collator, steps, batch_size):
+    from transformers import Trainer, TrainingArguments
+
+    with tempfile.TemporaryDirectory() as scratch:
+        args = TrainingArguments(output_dir=scratch, max_steps=steps,
+                                 per_device_train_batch_size=batch_size, learning_rate=1e-4,
+                                 save_strategy="no", report_to="none", use_cpu=True,
+                                 disable_tqdm=True, remove_unused_columns=False, seed=0,
+                                 dataloader_num_workers=0, logging_steps=1000)
+        Trainer(model=model, args=args, train_dataset=data, data_collator=collator).train()
+
+
+def _bare_run(model, data, collator, steps, batch_size):
+    import torch
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    for s in range(steps):
+        batch = collator([data[(s * batch_size + j) % len(data)] for j in range(batch_size)])
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def train_figures(spec, model_dir, params, cfg) -> dict:
+    from tunebench.models import load_tokenizer
+    from tunebench.perf import timed
+    from tunebench.train import CompletionCollator
+
+    tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
+    steps, bs = cfg["train_steps"], cfg["train_batch_size"]
+    data = _examples(params, cfg, tokenizer, spec, steps * bs)
+    out = {}
+    for name, collator, loop in (
+            ("pad_to_512", PadTo(tokenizer.pad_token_id, cfg["train_pad_to"]), _trainer_run),
+            ("ours_dynamic", CompletionCollator(tokenizer.pad_token_id), _trainer_run),
+            ("bare_pytorch", CompletionCollator(tokenizer.pad_token_id), _bare_run)):
+        model = _peft(spec, model_dir)
+        _, secs, mem = timed(lambda m=model, c=collator, f=loop: f(m, data, c, steps, bs))
+        out[name] = {"tokens_per_s": round(collator.n_tokens / secs, 1),
+                     "seconds": round(secs, 2), "real_tokens": collator.n_tokens,
+                     "peak_mb": mem}
+        print(name, out[name], flush=True)
+        del model
+    out["ours_vs_pad512"] = round(out["ours_dynamic"]["tokens_per_s"]
+                                  / out["pad_to_512"]["tokens_per_s"], 2)
+    out["ours_vs_bare"] = round(out["ours_dynamic"]["tokens_per_s"]
+                                / out["bare_pytorch"]["tokens_per_s"], 2)
+    _ = time
+    return out

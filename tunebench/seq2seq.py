@@ -1,0 +1,163 @@
+"""The seq2seq family (e.g. google/flan-t5-base): LoRA SEQ_2_SEQ_LM on (source, target) pairs,
+greedy generation, and a tiny random T5 for offline tests.
+
+Sources arrive already formatted (e.g. "summarize: <document>"): instruction wording is the
+format-instructions stage's job. Heavy libraries are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunebench.families import TINY_TEXTS, fit, load_kwargs, prepare_for_lora, quantization_plan
+from tunebench.models import ModelSpec
+from tunebench.train import IGNORE_INDEX, TrainConfig, _save_adapter
+
+
+def load_seq2seq(spec: ModelSpec, model_dir: str, quantize: bool,
+                 adapter_dir: Path | None = None):
+    """The base encoder-decoder (NF4 when `quantize`), with a LoRA adapter on top if given."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from tunebench.models import default_device
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, **load_kwargs(spec, model_dir,
+                                                                           quantize))
+    if not quantize:
+        model = model.to(default_device())
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter_dir) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"LoRA adapter not found: {adapter_dir}/adapter_config.json")
+        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    model.eval()
+    return model
+
+
+def tokenize_pair(tokenizer, source: str, target: str, max_seq_len: int) -> dict:
+    """Encoder ids for the source, label ids for the target, each cut at max_seq_len.
+
+    Both end in EOS (the T5 tokenizer appends it, and keeps it when cutting); a cut keeps the
+    beginning, where a document's lead carries most of its summary. The decoder inputs are
+    made by the model itself, by shifting the labels right.
+    """
+    def encode(text: str) -> tuple[list[int], bool]:
+        ids = tokenizer(text, truncation=True, max_length=max_seq_len)["input_ids"]
+        return ids, len(tokenizer(text)["input_ids"]) > len(ids)
+
+    (source_ids, cut_source), (target_ids, cut_target) = encode(source), encode(target)
+    return {"input_ids": source_ids, "labels": target_ids, "truncated": cut_source or cut_target}
+
+
+@dataclass
+class PairCollator:
+    """Pads sources with the pad id and labels with -100, each to the batch's longest row."""
+
+    pad_token_id: int
+    n_tokens: int = 0
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        src = max(len(f["input_ids"]) for f in features)
+        tgt = max(len(f["labels"]) for f in features)
+        batch: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
+        for f in features:
+            n, m = len(f["input_ids"]), len(f["labels"])
+            batch["input_ids"].append(f["input_ids"] + [self.pad_token_id] * (src - n))
+            batch["attention_mask"].append([1] * n + [0] * (src - n))
+            batch["labels"].append(f["labels"] + [IGNORE_INDEX] * (tgt - m))
+            self.n_tokens += n + m
+        return {key: torch.tensor(rows, dtype=torch.long) for key, rows in batch.items()}
+
+
+def train_seq2seq_lora(spec: ModelSpec, model_dir: str, examples: list[tuple[str, str]],
+                       cfg: TrainConfig, out_dir: Path,
+                       log: Callable[[dict], None] | None = None) -> dict:
+    """Train a SEQ_2_SEQ_LM LoRA adapter, save it to out_dir, return training metrics
+    (those of train.train_lora plus `quantized` and `quantization`)."""
+    from peft import LoraConfig
+    from transformers import set_seed
+
+    from tunebench.models import load_tokenizer
+
+    if not examples:
+        raise ValueError("train_seq2seq_lora got no examples")
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
+    data = [tokenize_pair(tokenizer, s, t, cfg.max_seq_len) for s, t in examples]
+    quantized, why = quantization_plan(spec)
+    model = load_seq2seq(spec, model_dir, quantize=quantized)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(spec.lora_targets), bias="none",
+                      task_type="SEQ_2_SEQ_LM")
+    model = prepare_for_lora(model, quantized, cfg, lora)
+    collator = PairCollator(tokenizer.pad_token_id)
+    metrics = fit(model, data, collator, cfg, lambda: collator.n_tokens, log)
+    _save_adapter(model, spec, Path(out_dir))
+    return {**metrics, "n_truncated": sum(d["truncated"] for d in data),
+            "family": "seq2seq", "quantized": quantized, "quantization": why}
+
+
+def generate_seq2seq(model, tokenizer, sources: list[str], batch_size: int = 8,
+                     max_new_tokens: int = 64, max_source_len: int = 512) -> list[str]:
+    """Greedy outputs for the sources, in their original order (batched by length)."""
+    import torch
+    from transformers import GenerationConfig
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    # A fresh config so sampling defaults shipped with the model cannot leak in (as generate.py).
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=model.config.decoder_start_token_id)
+    encoded = [tokenizer(s, truncation=True, max_length=max_source_len)["input_ids"]
+               for s in sources]
+    order = sorted(range(len(sources)), key=lambda i: len(encoded[i]), reverse=True)
+    results: list[str | None] = [None] * len(sources)
+    model.eval()
+    device = next(model.parameters()).device
+    collate = PairCollator(tokenizer.pad_token_id)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        inputs = collate([{"input_ids": encoded[i], "labels": []} for i in batch])
+        with torch.inference_mode():
+            output = model.generate(input_ids=inputs["input_ids"].to(device),
+                                    attention_mask=inputs["attention_mask"].to(device),
+                                    generation_config=config)
+        # An encoder-decoder returns decoder tokens only: nothing of the source to strip.
+        texts = tokenizer.batch_decode(output, skip_special_tokens=True)
+        for i, text in zip(batch, texts, strict=True):
+            results[i] = text.strip()
+    return results  # type: ignore[return-value]
+
+
+def build_tiny_t5(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random T5 (d_model 32, 2+2 layers) with a locally trained unigram tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    # T5's layout: pad 0 (also the decoder start), EOS 1, unk 2; SentencePiece-style spaces.
+    uni = Tokenizer(models.Unigram())
+    uni.pre_tokenizer = pre_tokenizers.Metaspace()
+    uni.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"],
+                                      unk_token="<unk>", show_progress=False)
+    uni.train_from_iterator(TINY_TEXTS * 4, trainer=trainer)
+    uni.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=uni, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>", model_max_length=512)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                      num_decoder_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1,
+                      decoder_start_token_id=0, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    T5ForConditionalGeneration(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
