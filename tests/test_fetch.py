@@ -37,7 +37,17 @@ def test_missing_mirror_file_is_named(tmp_path):
 def test_corrupt_parquet_is_named(tmp_path):
     (tmp_path / "fpb").mkdir()
     (tmp_path / "fpb" / "train.parquet").write_bytes(b"PAR1 not really")
+    unpinned = {"source": {"mirror": {"splits": {"train": {"sha256": None},
+                                                 "test": {"sha256": None}}}}}
     with pytest.raises(DataError, match="train.parquet: not a readable parquet file"):
+        fetch(load_task(TASKS / "fpb.yaml", unpinned), tmp_path)
+
+
+def test_file_differing_from_its_pin_is_refused(tmp_path):
+    (tmp_path / "fpb").mkdir()
+    (tmp_path / "fpb" / "train.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match=r"train.parquet: sha256 \w+ differs from the pinned "
+                                        r"source.mirror.splits.train.sha256"):
         fetch(load_task(TASKS / "fpb.yaml"), tmp_path)
 
 
