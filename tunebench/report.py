@@ -139,15 +139,25 @@ def _speed(value: float | None) -> str:
     return f"{value:,.0f}" if value is not None and value >= 100 else fmt(value, 1)
 
 
+def _seconds(meta: Mapping) -> str:
+    """Wall time of a system: fit + predict for baselines, prediction for the LLMs (their
+    training time is in the fine-tuning table)."""
+    if "fit_seconds" in meta:
+        return f"{fmt(meta['fit_seconds'], 2)} + {fmt(meta.get('predict_seconds'), 2)}"
+    return fmt(meta.get("seconds"), 1)
+
+
 def systems_table(record: Mapping) -> str:
     rows = []
     for name in ordered_systems(record["systems"]):
         s = record["systems"][name]
+        meta = s.get("meta") or {}
         rows.append([name, str(s.get("kind") or DASH), fmt(s["accuracy"]) + _ci(s, "accuracy"),
                      fmt(s["f1_weighted"]) + _ci(s, "f1_weighted"), fmt(s["f1_macro"]),
-                     fmt(s["invalid_rate"]), _speed((s.get("meta") or {}).get("examples_per_s"))])
+                     fmt(s["invalid_rate"]), _speed(meta.get("examples_per_s")),
+                     _seconds(meta)])
     header = ["system", "kind", "accuracy [95% CI]", "F1 weighted [95% CI]", "F1 macro",
-              "invalid rate", "examples/s"]
+              "invalid rate", "examples/s", "seconds (fit + predict)"]
     return _table(header, rows, right_from=2)
 
 
