@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunebench.families import TINY_TEXTS, fit, load_kwargs, prepare_for_lora, quantization_plan
+from tunebench.families import TINY_TEXTS, fit, load_kwargs, quantization_plan
 from tunebench.models import ModelSpec
-from tunebench.train import TrainConfig, _save_adapter
+from tunebench.train import TrainConfig, _save_adapter, prepare_for_lora
 
 # Names transformers' *ForSequenceClassification classes give the layers they add on top of the
 # encoder (+ BERT's pooler, absent from some checkpoints): kept out of 4-bit, since they train.

@@ -93,22 +93,6 @@ def fit(model, data: list[dict], collator, cfg: TrainConfig, n_tokens: Callable[
     }
 
 
-def prepare_for_lora(model, quantized: bool, cfg: TrainConfig, lora_config):
-    """Freeze the base (QLoRA recipe when 4-bit) and wrap it with trainable adapters."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
-
-    if quantized:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    model = get_peft_model(model, lora_config)
-    model.train()
-    return model
-
-
 def load_kwargs(spec: ModelSpec, model_dir: str, quantize: bool,
                 skip_modules: tuple[str, ...] = ()) -> dict[str, Any]:
     """from_pretrained keyword arguments shared by both families (local-dir check, revision)."""

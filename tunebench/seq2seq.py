@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunebench.families import TINY_TEXTS, fit, load_kwargs, prepare_for_lora, quantization_plan
+from tunebench.families import TINY_TEXTS, fit, load_kwargs, quantization_plan
 from tunebench.models import ModelSpec
-from tunebench.train import IGNORE_INDEX, TrainConfig, _save_adapter
+from tunebench.train import IGNORE_INDEX, TrainConfig, _save_adapter, prepare_for_lora
 
 
 def load_seq2seq(spec: ModelSpec, model_dir: str, quantize: bool,

@@ -158,14 +158,12 @@ def resolve_bf16(setting: bool | str) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _prepare_peft_model(spec: ModelSpec, model_dir: str, cfg: TrainConfig):
-    """Base model (4-bit when the spec says so) wrapped with trainable LoRA adapters."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def prepare_for_lora(model, quantized: bool, cfg: TrainConfig, lora_config):
+    """Freeze the base (QLoRA recipe when 4-bit) and wrap it with trainable adapters; shared
+    by every model family."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
-    from tunebench.models import load_causal_lm
-
-    model = load_causal_lm(spec, model_dir, quantize=spec.load_in_4bit)
-    if spec.load_in_4bit:
+    if quantized:
         # Freezes the base, upcasts norms to fp32 and enables input grads (QLoRA recipe).
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.gradient_checkpointing,
@@ -173,11 +171,21 @@ def _prepare_peft_model(spec: ModelSpec, model_dir: str, cfg: TrainConfig):
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(spec.lora_targets), bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, lora_config)
     model.train()
     return model
+
+
+def _prepare_peft_model(spec: ModelSpec, model_dir: str, cfg: TrainConfig):
+    """Base model (4-bit when the spec says so) wrapped with trainable LoRA adapters."""
+    from peft import LoraConfig
+
+    from tunebench.models import load_causal_lm
+
+    model = load_causal_lm(spec, model_dir, quantize=spec.load_in_4bit)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(spec.lora_targets), bias="none", task_type="CAUSAL_LM")
+    return prepare_for_lora(model, spec.load_in_4bit, cfg, lora)
 
 
 def _training_args(cfg: TrainConfig, scratch: str, checkpoints: bool = False):
