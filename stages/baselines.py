@@ -1,17 +1,19 @@
-"""baselines: majority class and TF-IDF + logistic regression for one dataset.
+"""baselines: non-LLM reference systems for one dataset.
 
-Trains on the ids of <instructions>/train.jsonl (the examples the LLM is fine-tuned on),
+Classification: majority class and TF-IDF + logistic regression. Summarization: the lead
+(the first `baselines.lead.sentences` sentences of the test source), written as lead.jsonl.
+
+Classifiers train on the ids of <instructions>/train.jsonl (the examples the LLM is fine-tuned on),
 with texts from <labeled>/train.parquet joined by id, and predicts the ids of
-<instructions>/test.jsonl (texts from <labeled>/test.parquet). Writes only its own four
-files into --out, which the predict stages share: majority.jsonl, majority.meta.json,
-tfidf_logreg.jsonl, tfidf_logreg.meta.json (prediction schema: id, prompt_sha256, raw,
-parsed, target). Params: `baselines.tfidf_logreg` (TfidfLogregConfig fields).
+<instructions>/test.jsonl (texts from <labeled>/test.parquet). Writes <system>.jsonl and
+<system>.meta.json into --out (prediction schema: id, prompt_sha256, raw, parsed, target).
+Params: `baselines.tfidf_logreg` (TfidfLogregConfig fields), `baselines.lead.sentences`.
 """
 
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.baselines import TfidfLogregConfig, join_texts, run_baselines
+from tunebench.baselines import TfidfLogregConfig, join_texts, run_baselines, run_lead
 from tunebench.config import ConfigError, check_keys
 from tunebench.io import DataError, read_json, read_jsonl, read_parquet, write_json, write_jsonl
 from tunebench.params import load_params, section
@@ -21,11 +23,21 @@ ROW_FIELDS = ("id", "prompt", "completion")
 
 def baseline_config(params: dict) -> TfidfLogregConfig:
     cfg = section(params, "baselines")
-    check_keys(cfg, ("tfidf_logreg",), "params.yaml: baselines")
+    check_keys(cfg, ("tfidf_logreg", "lead"), "params.yaml: baselines")
     try:
         return TfidfLogregConfig.from_params(cfg.get("tfidf_logreg") or {})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"params.yaml: baselines.tfidf_logreg: {exc}") from None
+
+
+def lead_sentences(params: dict) -> int:
+    cfg = section(params, "baselines").get("lead") or {}
+    check_keys(cfg, ("sentences",), "params.yaml: baselines.lead", ("sentences",))
+    n = cfg["sentences"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"params.yaml: baselines.lead.sentences: expected an int >= 1, "
+                          f"got {n!r}")
+    return n
 
 
 def read_split(instructions: Path, labeled: Path, split: str) -> tuple[list[dict], list[str]]:
@@ -43,19 +55,26 @@ def main() -> None:
     p.add_argument("--labeled", type=Path, required=True, help="folder from label-transform")
     p.add_argument("--out", type=Path, required=True, help="predictions folder")
     args = p.parse_args()
-    cfg = baseline_config(load_params(args.params))
+    params = load_params(args.params)
+    cfg = baseline_config(params)
     task = read_json(args.instructions / "task.json")
     if task.get("dataset") != args.dataset:
         raise DataError(f"{args.instructions / 'task.json'}: dataset {task.get('dataset')!r} "
                         f"but --dataset is {args.dataset!r}")
-    train_rows, train_texts = read_split(args.instructions, args.labeled, "train")
     test_rows, test_texts = read_split(args.instructions, args.labeled, "test")
-    results = run_baselines(train_rows, train_texts, test_rows, test_texts, cfg)
+    if task.get("type") == "summarization":
+        # The lead of the text the models saw (instructions "text": cut to max_words).
+        results = run_lead(test_rows, [r["text"] for r in test_rows], lead_sentences(params))
+        done = f"lead of {len(test_rows)} test sources"
+    else:
+        train_rows, train_texts = read_split(args.instructions, args.labeled, "train")
+        results = run_baselines(train_rows, train_texts, test_rows, test_texts, cfg)
+        done = (f"train={len(train_rows)} test={len(test_rows)}; "
+                f"majority={results['majority'][1]['majority_label']}")
     for system, (rows, meta) in results.items():
         write_jsonl(args.out / f"{system}.jsonl", rows)
         write_json(args.out / f"{system}.meta.json", {**meta, "dataset": args.dataset})
-    print(f"baselines {args.dataset}: train={len(train_rows)} test={len(test_rows)}; "
-          f"majority={results['majority'][1]['majority_label']}")
+    print(f"baselines {args.dataset}: {done}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def main() -> None:
         raise DataError(f"{args.labeled}: no <split>.parquet files from label-transform")
     for path in paths:
         split = path.stem
-        df = read_parquet(path, ("id", "text", "label"))
+        df = read_parquet(path, ("id", "text", "label", *(
+            ("references",) if task.type == "summarization" else ())))
         check_unique_ids(df["id"], str(path))
         rows, summary[split] = format_instructions(
             task, df, entry.caps.get(split), seed, entry.max_words)
@@ -49,7 +50,8 @@ def main() -> None:
     write_json(args.out / "summary.json", summary)
     write_json(args.out / "task.json", {
         "dataset": args.dataset, "task": task.name, "version": task.version,
-        "labels": list(task.labels), "parser": task.parser, "metrics": list(task.metrics),
+        "type": task.type, "labels": list(task.labels), "parser": task.parser,
+        "metrics": list(task.metrics),
         "base_prompt": task.base_prompt, "run": entry.run, "notes": task.notes,
         "description": task.description, "license": task.license,
         "published": list(task.published)})

@@ -28,7 +28,7 @@ def main() -> None:
     provenance = read_json(args.raw / "provenance.json")
     if not isinstance(provenance, dict) or not provenance.get("splits"):
         raise DataError(f"{args.raw / 'provenance.json'}: lists no splits")
-    raw = {name: read_parquet(args.raw / f"{name}.parquet", task.raw_columns())
+    raw = {name: read_parquet(args.raw / f"{name}.parquet", task.raw_columns(name))
            for name in provenance["splits"]}
     for name, df in raw.items():  # fetch's row counts must still hold
         expected = provenance["splits"][name].get("rows")

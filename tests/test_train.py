@@ -1,14 +1,20 @@
-"""Completion-only tokenization, dynamic padding, config validation and a real QLoRA run."""
+"""Completion-only tokenization, dynamic padding, config validation, a real QLoRA run, and
+validation: loss per epoch, selection of the best epoch, also across an interrupted run."""
 
 import math
+import os
+import signal
 
 import pytest
 
+import tunebench.train as train_module
+from tunebench.io import Interrupted
 from tunebench.models import ModelSpec, load_causal_lm, load_tokenizer, render_prompt
 from tunebench.train import (
     IGNORE_INDEX,
     CompletionCollator,
     TrainConfig,
+    fingerprint,
     tokenize_example,
     train_lora,
 )
@@ -33,7 +39,7 @@ def test_config_defaults_and_unknown_key():
 @pytest.mark.parametrize("params, key", [
     ({"bf16": "yes"}, "bf16"), ({"lora_r": 0}, "lora_r"), ({"warmup_ratio": 1.0}, "warmup_ratio"),
     ({"optim": "sgd"}, "optim"), ({"gradient_checkpointing": "False"}, "gradient_checkpointing"),
-    ({"batch_size": 2.5}, "batch_size"),
+    ({"batch_size": 2.5}, "batch_size"), ({"select_best": "yes"}, "select_best"),
 ])
 def test_config_rejects_bad_values(params, key):
     with pytest.raises(ValueError, match=rf"train\.{key}"):
@@ -96,6 +102,9 @@ def test_qlora_train_save_reload_generate(tiny_model_dir, tmp_path):
     assert metrics["n_examples"] == 6 and metrics["n_truncated"] == 0
     assert metrics["train_tokens"] > 0 and metrics["tokens_per_s"] > 0
     assert metrics["peak_memory_mb"] > 0 and metrics["wall_time_s"] > 0
+    assert (metrics["n_eval_examples"], metrics["n_eval_truncated"]) == (0, 0)
+    assert metrics["eval_loss_curve"] == [] and metrics["selected"] == "last"
+    assert metrics["eval_loss_best"] is metrics["best_step"] is metrics["best_epoch"] is None
 
     model = load_causal_lm(spec, str(tiny_model_dir), quantize=True,
                            adapter_dir=tmp_path / "adapter")
@@ -103,3 +112,191 @@ def test_qlora_train_save_reload_generate(tiny_model_dir, tmp_path):
     prompts = [render_prompt(tokenizer, p, True) for p, _ in examples[:2]]
     outputs = generate(model, tokenizer, prompts, max_new_tokens=4, progress=False)
     assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
+
+
+# --- validation --------------------------------------------------------------------------------
+
+# 6 examples, batch 2: 3 steps an epoch. Dropout (0.1 by default) stays on, so an evaluation that
+# disturbed the RNG would change the training losses.
+TRAIN = [(PROMPT, "positive"), ("Input: Shares fell.\nAnswer: ", "negative"),
+         ("Input: Results in line.\nAnswer: ", "neutral")] * 2
+VALIDATION = [("Input: Sales jumped.\nAnswer: ", "positive"),
+              ("Input: The bank cut jobs.\nAnswer: ", "negative"),
+              ("Input: No change this quarter.\nAnswer: ", "neutral")]
+
+
+def _spec(model_dir) -> ModelSpec:
+    return ModelSpec.from_params("tiny", {"source": "local", "path": str(model_dir),
+                                          "chat_template": True,
+                                          "lora_targets": ["q_proj", "v_proj"]})
+
+
+def _config(**overrides) -> TrainConfig:
+    return TrainConfig(**{"epochs": 3, "batch_size": 2, "learning_rate": 5e-3, "bf16": False,
+                          "seed": 3, **overrides})
+
+
+def _adapter(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+@pytest.fixture
+def snapshots(monkeypatch):
+    """Records the adapter weights at every evaluation: snapshots.log is the `log` to pass;
+    snapshots.weights[step] the adapter state (keys as saved) evaluated at that step."""
+    from peft import get_peft_model_state_dict
+
+    class Recorder:
+        def __init__(self):
+            self.models, self.weights, self.logged = [], {}, []
+
+        def log(self, point):
+            self.logged.append(point)
+            if "eval_loss" in point:
+                state = get_peft_model_state_dict(self.models[-1])
+                self.weights[point["step"]] = {k: v.detach().clone() for k, v in state.items()}
+
+    recorder = Recorder()
+    prepare = train_module._prepare_peft_model
+
+    def capture(*args, **kwargs):
+        recorder.models.append(prepare(*args, **kwargs))
+        return recorder.models[-1]
+
+    monkeypatch.setattr(train_module, "_prepare_peft_model", capture)
+    return recorder
+
+
+def _script_eval_losses(monkeypatch, losses: dict[int, float]) -> None:
+    """The evaluation still runs, but reports losses[step] as its loss."""
+    from transformers import Trainer
+
+    evaluation_loop = Trainer.evaluation_loop
+
+    def scripted(self, *args, **kwargs):
+        output = evaluation_loop(self, *args, **kwargs)
+        output.metrics["eval_loss"] = losses[self.state.global_step]
+        return output
+
+    monkeypatch.setattr(Trainer, "evaluation_loop", scripted)
+
+
+def _completion_loss(spec, model_dir, adapter_dir, pairs, batch_size) -> float:
+    """The Trainer's evaluation loss, recomputed: completion-token mean per batch, averaged
+    over the examples."""
+    import torch
+
+    model = load_causal_lm(spec, str(model_dir), quantize=False, adapter_dir=adapter_dir).eval()
+    tokenizer = load_tokenizer(spec, str(model_dir), padding_side="right")
+    rows = [tokenize_example(tokenizer, render_prompt(tokenizer, p, True), c, 512)
+            for p, c in pairs]
+    collator, total = CompletionCollator(tokenizer.pad_token_id), 0.0
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            batch = collator(rows[i:i + batch_size])
+            total += model(**batch).loss.item() * len(rows[i:i + batch_size])
+    return total / len(rows)
+
+
+def test_validation_loss_every_epoch_and_best_adapter_saved(tiny_model_dir, tmp_path, snapshots):
+    spec = _spec(tiny_model_dir)
+    metrics = train_lora(spec, str(tiny_model_dir), TRAIN, _config(), tmp_path / "adapter",
+                         log=snapshots.log, eval_examples=VALIDATION)
+    evals = [p for p in snapshots.logged if "eval_loss" in p]
+    assert [(p["step"], p["epoch"]) for p in evals] == [(3, 1.0), (6, 2.0), (9, 3.0)]
+    assert all(p.keys() == {"step", "epoch", "eval_loss"} for p in evals)
+    assert metrics["eval_loss_curve"] == evals and len(metrics["loss_curve"]) == 9
+    losses = [p["eval_loss"] for p in evals]
+    best = losses.index(min(losses))
+    assert metrics["eval_loss_best"] == losses[best] and math.isfinite(losses[best])
+    assert (metrics["best_step"], metrics["best_epoch"]) == (evals[best]["step"], best + 1.0)
+    assert (metrics["n_eval_examples"], metrics["n_eval_truncated"]) == (3, 0)
+    assert metrics["selected"] == "best" and metrics["n_examples"] == 6
+    assert _same(_adapter(tmp_path / "adapter"), snapshots.weights[metrics["best_step"]])
+    # The reported loss is the completion-only loss of the saved adapter on the validation set.
+    recomputed = _completion_loss(spec, tiny_model_dir, tmp_path / "adapter", VALIDATION, 2)
+    assert abs(recomputed - metrics["eval_loss_best"]) < 1e-5
+
+
+def test_max_steps_evaluates_at_epoch_ends_and_at_the_end(tiny_model_dir, tmp_path):
+    logged = []
+    metrics = train_lora(_spec(tiny_model_dir), str(tiny_model_dir), TRAIN, _config(max_steps=4),
+                         tmp_path / "adapter", log=logged.append, eval_examples=VALIDATION)
+    evals = [(p["step"], p["epoch"]) for p in logged if "eval_loss" in p]
+    assert evals == [(3, 1.0), (4, pytest.approx(4 / 3))] and metrics["steps"] == 4
+
+
+@pytest.mark.parametrize("select_best", [True, False])
+def test_select_best_or_last(tiny_model_dir, tmp_path, monkeypatch, snapshots, select_best):
+    # Epoch 2 is best and epoch 3 ties with it: the earlier one wins.
+    _script_eval_losses(monkeypatch, {3: 2.0, 6: 1.0, 9: 1.0})
+    metrics = train_lora(_spec(tiny_model_dir), str(tiny_model_dir), TRAIN,
+                         _config(select_best=select_best), tmp_path / "adapter",
+                         log=snapshots.log, eval_examples=VALIDATION)
+    assert [p["eval_loss"] for p in metrics["eval_loss_curve"]] == [2.0, 1.0, 1.0]
+    assert (metrics["best_step"], metrics["best_epoch"], metrics["eval_loss_best"]) == (6, 2.0, 1.0)
+    assert metrics["selected"] == ("best" if select_best else "last")
+    assert not _same(snapshots.weights[6], snapshots.weights[9])  # the choice matters
+    assert _same(_adapter(tmp_path / "adapter"), snapshots.weights[6 if select_best else 9])
+
+
+def test_validation_leaves_training_unchanged(tiny_model_dir, tmp_path):
+    spec, cfg = _spec(tiny_model_dir), _config(epochs=2, select_best=False)
+    plain = train_lora(spec, str(tiny_model_dir), TRAIN, cfg, tmp_path / "plain")
+    validated = train_lora(spec, str(tiny_model_dir), TRAIN, cfg, tmp_path / "validated",
+                           eval_examples=VALIDATION)
+    assert len(validated["eval_loss_curve"]) == 2
+    assert validated["loss_curve"] == plain["loss_curve"]  # exactly: same data, order, dropout
+    assert validated["train_tokens"] == plain["train_tokens"]  # validation tokens not counted
+    assert _same(_adapter(tmp_path / "validated"), _adapter(tmp_path / "plain"))
+
+
+def test_resume_keeps_the_best_from_before_the_interruption(tiny_model_dir, tmp_path,
+                                                            monkeypatch, snapshots):
+    _script_eval_losses(monkeypatch, {3: 1.0, 6: 2.0, 9: 3.0})  # epoch 1 is best
+    spec, root = _spec(tiny_model_dir), tmp_path / "ck"
+    cfg = _config(checkpoint_steps=100)  # the only checkpoint: the one SIGTERM saves
+
+    def interrupt(point):
+        snapshots.log(point)
+        if point.get("step") == 6 and "eval_loss" in point:
+            os.kill(os.getpid(), signal.SIGTERM)  # stops after step 7, with a checkpoint
+
+    with pytest.raises(Interrupted):
+        train_lora(spec, str(tiny_model_dir), TRAIN, cfg, tmp_path / "adapter", log=interrupt,
+                   checkpoint_root=root, eval_examples=VALIDATION)
+    [folder] = root.iterdir()
+    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-7"]
+    before = snapshots.weights
+    snapshots.weights, snapshots.logged = {}, []
+
+    metrics = train_lora(spec, str(tiny_model_dir), TRAIN, cfg, tmp_path / "adapter",
+                         log=snapshots.log, checkpoint_root=root, eval_examples=VALIDATION)
+    assert metrics["resumed_from_step"] == 7 and metrics["steps"] == 9
+    assert [p["step"] for p in snapshots.logged if "eval_loss" in p] == [3, 6, 9]  # replayed
+    assert [p["eval_loss"] for p in metrics["eval_loss_curve"]] == [1.0, 2.0, 3.0]
+    assert (metrics["best_step"], metrics["best_epoch"], metrics["selected"]) == (3, 1.0, "best")
+    assert not _same(before[3], snapshots.weights[9])
+    assert _same(_adapter(tmp_path / "adapter"), before[3])
+    assert not list(root.iterdir())  # checkpoints and snapshots go once the adapter is saved
+
+
+def test_fingerprint_covers_validation_data_and_select_best(tokenizer, tiny_model_dir):
+    spec = _spec(tiny_model_dir)
+    rows = [tokenize_example(tokenizer, p, c, 512) for p, c in TRAIN[:3] + VALIDATION]
+    train, validation, cfg = rows[:3], rows[3:], TrainConfig()
+
+    def fp(data, eval_data=None, config=cfg):
+        return fingerprint(spec, str(tiny_model_dir), data, config, eval_data)
+
+    assert fp(train) == fp(train, []) == fp(train, None)
+    prints = [fp(train), fp(train, validation), fp(train, validation[:2]),
+              fp(train, validation, TrainConfig(select_best=False)),
+              fp(train + validation), fp(train + validation[:1], validation[1:])]
+    assert len(set(prints)) == len(prints)

@@ -1,4 +1,5 @@
-"""Non-LLM reference points: the majority class and TF-IDF + logistic regression.
+"""Non-LLM reference points: the majority class and TF-IDF + logistic regression for
+classification; the lead (first sentences of the source) for summarization.
 
 They answer "is the LLM beating something trivial?" and never produce INVALID. They are
 trained on the same examples the LLM was fine-tuned on (the ids of the instructions train
@@ -9,6 +10,7 @@ the LLMs' (raw = parsed = the predicted label).
 from __future__ import annotations
 
 import difflib
+import re
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -145,6 +147,28 @@ def _meta(system: str, n: int, n_train: int, fit_s: float, predict_s: float, **e
             "fit_seconds": fit_s, "predict_seconds": predict_s, "seconds": seconds,
             # None rather than inf when the clock did not tick (JSON has no infinity).
             "examples_per_s": n / seconds if seconds > 0 else None, **extra}
+
+
+_SEGMENT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def lead(text: str, sentences: int) -> str:
+    """The first `sentences` sentences of a text, a line counting as at least one (dialogue
+    turns, XSum's one-sentence paragraphs): the classic LEAD summarization baseline."""
+    if sentences < 1:
+        raise ValueError(f"sentences must be >= 1, got {sentences}")
+    parts = [part.strip() for part in _SEGMENT.split(text.strip()) if part.strip()]
+    return " ".join(parts[:sentences])
+
+
+def run_lead(test_rows: Sequence[Mapping], test_texts: Sequence[str],
+             sentences: int) -> dict[str, tuple[list[dict], dict]]:
+    """{"lead": (prediction rows, meta)}: the summary is the source's lead."""
+    start = time.perf_counter()
+    summaries = [lead(text, sentences) for text in test_texts]
+    elapsed = time.perf_counter() - start
+    return {"lead": (prediction_rows(test_rows, summaries),
+                     _meta("lead", len(test_rows), 0, 0.0, elapsed, sentences=sentences))}
 
 
 def run_baselines(

@@ -46,7 +46,7 @@ def fetch_mirror(task: Task, root: Path) -> tuple[dict[str, Any], dict[str, Any]
         if spec.sha256 is not None and digest is not None and digest != spec.sha256:
             raise DataError(f"{path}: sha256 {digest} differs from the pinned "
                             f"source.mirror.splits.{name}.sha256 {spec.sha256} ({task.path})")
-        df = read_table(path, task.raw_columns())
+        df = read_table(path, task.raw_columns(name))
         if "source_row" in df.columns:
             raise DataError(f"{path}: has a 'source_row' column, which fetch adds itself")
         df.insert(0, "source_row", range(len(df)))
@@ -101,7 +101,7 @@ def fetch_hub(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
                 ) from None
             parts.append(_to_pandas_with_label_names(ds))
         df = pd.concat(parts, ignore_index=True)
-        missing = [c for c in task.raw_columns() if c not in df.columns]
+        missing = [c for c in task.raw_columns(name) if c not in df.columns]
         if missing:
             raise DataError(f"{hub.id} ({hub.config}, {'+'.join(hub_splits)} at {hub.revision}): "
                             f"missing column(s) {', '.join(missing)} required by {task.path}; "

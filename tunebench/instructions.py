@@ -1,7 +1,9 @@
 """Stage logic for `format-instructions`: capped, seeded samples rendered as instructions.
 
-Each example becomes {"id", "prompt", "completion"}: the prompt as the task file renders it
-(FinGPT: "Instruction: ...\\nInput: ...\\nAnswer: ") and the canonical label as completion.
+Each example becomes {"id", "prompt", "completion", "text"}: the prompt as the task file
+renders it (FinGPT: "Instruction: ...\\nInput: ...\\nAnswer: "), the canonical label as
+completion (summarization: the first reference summary, every reference in "references"; the
+sample is then seeded and uniform, as there are no labels) and the input text alone.
 Tasks whose base model is prompted few-shot also get "prompt_base". Rendering through a
 model's chat template happens in the model stages, since it depends on the model.
 """
@@ -37,6 +39,16 @@ def stratified_sample(labels: Sequence[str], cap: int | None, seed: int) -> list
     return sorted(chosen)
 
 
+def seeded_sample(n: int, cap: int | None, seed: int) -> list[int]:
+    """Positions of a seeded uniform sample of at most `cap` of n rows, in original order
+    (summarization: no labels to stratify by)."""
+    import numpy as np
+
+    if cap is None or cap >= n:
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).permutation(n)[:cap].tolist())
+
+
 def truncate_words(text: str, max_words: int | None) -> tuple[str, bool]:
     """Keep the first `max_words` words; the policy for long inputs (e.g. job descriptions)."""
     words = text.split()
@@ -50,18 +62,26 @@ def format_instructions(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Render a split as instruction rows; also return counts for the summary."""
     records = df.to_dict("records")
-    keep = stratified_sample([r["label"] for r in records], cap, seed)
+    summarization = task.type == "summarization"
+    if summarization:
+        keep = seeded_sample(len(records), cap, seed)
+    else:
+        keep = stratified_sample([r["label"] for r in records], cap, seed)
     rows, truncated = [], 0
     for position in keep:
         record = dict(records[position])
         record["text"], cut = truncate_words(record["text"], max_words)
         truncated += cut
+        # "text" is the (cut) input alone, for models that take no prompt (encoders).
         row = {"id": record["id"], "prompt": render_prompt(task, record),
-               "completion": record["label"]}
+               "completion": record["label"], "text": record["text"]}
+        if summarization:
+            row["references"] = [str(r) for r in record["references"]]
         if task.base_prompt == "few_shot":
             row["prompt_base"] = render_prompt(task, record, few_shot=True)
         rows.append(row)
     summary = {"rows_in": len(records), "rows_out": len(rows), "cap": cap, "seed": seed,
-               "max_words": max_words, "truncated": truncated,
-               "label_counts": dict(sorted(Counter(r["completion"] for r in rows).items()))}
+               "max_words": max_words, "truncated": truncated}
+    if not summarization:
+        summary["label_counts"] = dict(sorted(Counter(r["completion"] for r in rows).items()))
     return rows, summary

@@ -82,27 +82,48 @@ def label_split(task: Task, df, split: str, raw_split: str):
     label, then the task's extra fields and prompt-variable source columns."""
     import pandas as pd
 
-    missing = [c for c in task.raw_columns() if c not in df.columns]
+    missing = [c for c in task.raw_columns(split) if c not in df.columns]
     if missing:
         raise DataError(f"{task.name}/{raw_split}: missing column(s) {', '.join(missing)} "
                         f"(required by {task.path}); has {', '.join(map(str, df.columns))}")
     extra = [v["field"] for v in task.prompt_vars.values() if isinstance(v, dict)]
+    summarization = task.type == "summarization"
     kept, quarantined = [], []
     for row in df.to_dict("records"):
         example_id = f"{task.name}:{raw_split}:{row['source_row']}"
         text, text_reason = _text(row[task.text_field], task.text_field)
-        label, reason = apply_label_rule(task.label, row)
+        if summarization:
+            references, reason = _references(row, task.reference_columns(split))
+            label = references[0] if references else None
+        else:
+            label, reason = apply_label_rule(task.label, row)
         reason = text_reason or reason
         if reason is not None:
             quarantined.append({"id": example_id, "split": split, "reason": reason,
                                 "row": _jsonable(row)})
             continue
         out = {"id": example_id, "text": str(text), "label": label}
+        if summarization:
+            out["references"] = references
         out.update({name: row[column] for name, column in task.fields.items()})
         out.update({column: row[column] for column in extra})
         kept.append(out)
-    columns = ["id", "text", "label", *task.fields, *extra]
+    columns = ["id", "text", "label", *(["references"] if summarization else []),
+               *task.fields, *extra]
     return pd.DataFrame(kept, columns=columns), quarantined
+
+
+def _references(row: dict[str, Any], columns: tuple[str, ...]) -> tuple[list[str] | None,
+                                                                         str | None]:
+    """(reference summaries, None) or (None, reason): every listed column must hold text.
+    For summarization the canonical `label` is the first reference (the training target)."""
+    references = []
+    for column in columns:
+        text, reason = _text(row.get(column), column)
+        if reason is not None:
+            return None, reason.replace("empty text", "empty reference")
+        references.append(text.strip())
+    return references, None
 
 
 def _text(value: Any, field: str) -> tuple[str | None, str | None]:
@@ -154,7 +175,8 @@ def label_transform(task: Task, raw: dict[str, Any], max_quarantine_share: float
         splits[split], quarantine = kept, quarantine + bad
         summary["splits"][split] = {
             "rows_in": len(df), "kept": len(kept), "quarantined": len(bad),
-            "label_counts": dict(sorted(Counter(kept["label"]).items())),
+            "label_counts": (dict(sorted(Counter(kept["label"]).items()))
+                             if task.type == "classification" else {}),
             "quarantine_reasons": dict(Counter(r["reason"].split(" in ")[0] for r in bad)),
         }
     check_unique_ids([i for df in splits.values() for i in df["id"]]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 SOURCES = ("hub", "local", "gguf", "package")
-FAMILIES = ("causal_lm", "seq2seq", "encoder_cls")  # only causal_lm is implemented so far
+FAMILIES = ("causal_lm", "seq2seq", "encoder_cls")  # causal: here; others: seq2seq/encoder.py
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 # Fields each source needs, and fields that only make sense for some sources (anything set but
 # unused is rejected rather than silently ignored).
@@ -140,6 +140,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_sha256(folder: Path) -> str:
+    """One digest of a model folder: every file's relative path and content, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
 def resolve_model_dir(spec: ModelSpec, cache_dir: Path) -> str:
     """What `from_pretrained` should load: a hub id, or a local folder of safetensors."""
     if spec.source == "hub":
@@ -147,6 +155,14 @@ def resolve_model_dir(spec: ModelSpec, cache_dir: Path) -> str:
     if spec.source == "local":
         check_local_dir(spec, spec.path)
         return str(spec.path)
+    if spec.source == "package" and not spec.file.endswith(".gguf"):
+        from tunebench.families import package_model_dir  # a model folder in the package
+
+        folder = package_model_dir(spec)
+        if spec.sha256 is not None and (digest := folder_sha256(folder)) != spec.sha256:
+            raise ValueError(f"models.{spec.name}.sha256 mismatch for the folder {folder}: "
+                             f"pinned {spec.sha256}, its files hash to {digest}")
+        return str(folder)
     gguf = gguf_file_path(spec)
     digest = file_sha256(gguf)
     if spec.sha256 is not None and digest != spec.sha256:
@@ -230,19 +246,39 @@ def load_tokenizer(spec: ModelSpec, model_dir: str, padding_side: str = "left"):
 
 
 def torch_dtype(spec: ModelSpec):
-    """The spec's dtype as torch understands it; 'auto' = bf16 on a bf16 GPU, else fp32."""
+    """The spec's dtype as torch understands it. 'auto': bf16 on a GPU with native bf16
+    (compute capability 8+), fp16 on an older GPU (where torch's default is_bf16_supported()
+    still says yes, as it counts slow emulation), fp32 on CPU."""
     import torch
 
     if spec.dtype == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
+        if not torch.cuda.is_available():
+            return torch.float32
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else torch.float16
     return getattr(torch, spec.dtype)
 
 
 def default_device() -> str:
+    """'cpu' without CUDA; under a distributed launcher (accelerate launch, torchrun) the GPU
+    of this process, cuda:<LOCAL_RANK>, so each rank loads its own copy on its own GPU;
+    otherwise 'cuda' (the current device)."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    rank = os.environ.get("LOCAL_RANK", "").strip()
+    try:
+        index = int(rank) if rank else -1
+    except ValueError:
+        raise ValueError(f"LOCAL_RANK must be a GPU index, got {rank!r}") from None
+    if index < 0:  # unset, or -1 (what some launchers write for "not distributed")
+        return "cuda"
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(f"LOCAL_RANK is {index} but this process sees {count} GPU(s) "
+                         f"(check CUDA_VISIBLE_DEVICES against the launcher's process count)")
+    return f"cuda:{index}"
 
 
 def load_causal_lm(spec: ModelSpec, model_dir: str, quantize: bool,

@@ -17,6 +17,7 @@ from tunebench.config import ConfigError, check_keys, closest
 from tunebench.tasks import Task, load_task, task_path
 
 DATASET_KEYS = {"run", "task", "caps", "max_words", "overrides"}
+RUN_KEYS = {"mixture", "model", "train_qlora", "predict", "zero_shot", "adapter", "launch"}
 LABEL_TRANSFORM_KEYS = {"max_quarantine_share": 0.01, "max_leakage_share": 1.0}  # -> default
 FORMAT_KEYS = {"seed", "caps", "max_words"}
 
@@ -118,14 +119,46 @@ def dataset_task(params: dict[str, Any], name: str, tasks_dir: Path) -> Task:
     return load_task(task_path(tasks_dir, entry.task), entry.overrides)
 
 
-def benchmark_model(params: dict[str, Any]):
-    """The ModelSpec of params `model` (a key of `models`)."""
+def model_spec(params: dict[str, Any], name: Any, where: str = "model"):
+    """The ModelSpec of `models.<name>`; `where` names the key that chose it."""
     from tunebench.models import ModelSpec
 
-    name, models = params.get("model"), section(params, "models")
+    models = section(params, "models")
     if name not in models:
-        raise ConfigError(f"params.yaml: model {name!r} is not a key of models {sorted(models)}")
+        raise ConfigError(f"params.yaml: {where} {name!r} is not a key of models "
+                          f"{sorted(models)}")
     try:
         return ModelSpec.from_params(name, models[name])
     except ValueError as exc:
         raise ConfigError(f"params.yaml: {exc}") from None
+
+
+def benchmark_model(params: dict[str, Any]):
+    """The ModelSpec of params `model` (a key of `models`)."""
+    return model_spec(params, params.get("model"))
+
+
+def run_entry(params: dict[str, Any], run: str) -> dict[str, Any]:
+    """`runs.<run>`, checked: a mixture and optional model / train / predict overrides."""
+    runs = section(params, "runs")
+    if run not in runs:
+        raise ConfigError(f"params.yaml: runs has no '{run}'{closest(run, runs)}")
+    entry = runs[run] or {}
+    check_keys(entry, RUN_KEYS, f"params.yaml: runs.{run}", ("mixture",))
+    for key in ("train_qlora", "predict", "zero_shot"):
+        if entry.get(key) is not None and not isinstance(entry[key], dict):
+            raise ConfigError(f"params.yaml: runs.{run}.{key}: expected a mapping")
+    return entry
+
+
+def run_model(params: dict[str, Any], run: str):
+    """The ModelSpec a run fine-tunes: `runs.<run>.model`, else params `model`."""
+    entry = run_entry(params, run)
+    if "model" in entry:
+        return model_spec(params, entry["model"], f"runs.{run}.model")
+    return benchmark_model(params)
+
+
+def predict_settings(params: dict[str, Any], run: str) -> dict[str, Any]:
+    """The `predict` section with the run's `runs.<run>.predict` overrides on top."""
+    return {**section(params, "predict"), **(run_entry(params, run).get("predict") or {})}

@@ -73,42 +73,149 @@ def compose(base: dict[str, Any], profile: dict[str, Any], name: str,
 
 
 def validate(params: dict[str, Any], tasks_dir: Path = Path("tasks")) -> None:
-    """Everything a run would reject, checked now: model, training, launch, adapters, data.
+    """Everything a run would reject, checked now: models, training, launch, adapters, data,
+    predict and zero-shot settings, scoring and baselines.
 
-    Builds the same objects the stages build from params (no weights are loaded).
+    Builds the same objects the stages build from params (no weights are loaded), with the
+    stages' own checks where they have them.
     """
+    from stages.baselines import baseline_config, lead_sentences
+    from stages.predict import (
+        PREDICT_KEYS,
+        REQUIRED_KEYS,
+        ZERO_SHOT_KEYS,
+        _for_system,
+        check_modes,
+    )
+    from stages.score import score_params
     from tunebench.hub import hub_repos
     from tunebench.launch import LaunchSpec, check_compatible, load_accelerate_config
-    from tunebench.params import benchmark_model, dataset_entry, dataset_task, section
+    from tunebench.params import (
+        benchmark_model,
+        dataset_entry,
+        dataset_task,
+        model_spec,
+        predict_settings,
+        run_entry,
+        run_model,
+        section,
+    )
     from tunebench.train import TrainConfig
 
-    spec = benchmark_model(params)
-    if spec.family != "causal_lm":
-        raise ConfigError(f"models.{spec.name}.family {spec.family!r} is not implemented yet")
+    benchmark_model(params)
     hub_repos(params)  # every hub revision pinned (model and external adapters)
     runs = section(params, "runs")
+    tasks = {}
     for dataset in section(params, "datasets"):
         entry = dataset_entry(params, dataset)
-        dataset_task(params, dataset, tasks_dir)
+        tasks[dataset] = dataset_task(params, dataset, tasks_dir)
         if entry.run not in runs:
             raise ConfigError(f"datasets.{dataset}.run: no run {entry.run!r} in runs")
-    for run, entry in runs.items():
+    baseline_config(params)
+    score_params(params)
+    if any(task.type == "summarization" for task in tasks.values()):
+        lead_sentences(params)
+        bertscore_model(params)
+    for run in runs:
         where = f"runs.{run}"
-        check_keys(entry, {"mixture", "train_qlora", "adapter", "launch"}, where, ("mixture",))
-        feeds = {d for d in section(params, "datasets")
-                 if dataset_entry(params, d).run == run}
+        entry = run_entry(params, run)
+        spec = run_model(params, run)  # its model: runs.<run>.model, else params `model`
+        feeds = {d for d in tasks if dataset_entry(params, d).run == run}
         if set(entry["mixture"]) != feeds:
             raise ConfigError(f"{where}.mixture names {sorted(entry['mixture'])} but the "
                               f"datasets of this run are {sorted(feeds)}")
+        summarizing = {d for d in feeds if tasks[d].type == "summarization"}
+        if spec.family == "encoder_cls":
+            if summarizing:
+                raise ConfigError(f"{where}: model {spec.name} is an encoder classifier and "
+                                  f"cannot summarize {sorted(summarizing)}")
+            if len({tasks[d].labels for d in feeds}) != 1:
+                raise ConfigError(f"{where}: an encoder classifier needs one label set across "
+                                  f"{sorted(feeds)}")
         settings = {**section(params, "train_qlora"), **(entry.get("train_qlora") or {})}
         try:
             TrainConfig.from_params(settings, f"train_qlora (+ {where}.train_qlora)")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        cfg = predict_settings(params, run)
+        at = f"predict (+ {where}.predict)"
+        check_keys(cfg, PREDICT_KEYS, f"params.yaml: {at}", REQUIRED_KEYS)
+        for system in ("base", "tuned"):
+            _for_system(cfg["max_new_tokens"], system, f"{at}.max_new_tokens")
+        zero_shot = entry.get("zero_shot")
+        if zero_shot:
+            check_keys(zero_shot, ZERO_SHOT_KEYS, f"params.yaml: {where}.zero_shot", ("model",))
+            llm = model_spec(params, zero_shot["model"], f"{where}.zero_shot.model")
+            if llm.family != "causal_lm":
+                raise ConfigError(f"params.yaml: {where}.zero_shot.model: {llm.name} is not a "
+                                  f"causal LM")
+        for dataset in sorted(feeds):  # the predict stage checks modes per dataset
+            modes = check_modes(cfg.get("modes", ["generate"]), f"{at}.modes",
+                                dataset in summarizing)
+            if zero_shot:
+                check_modes(zero_shot.get("modes", modes), f"{where}.zero_shot.modes",
+                            dataset in summarizing)
         if entry.get("launch") is not None:
             launch = LaunchSpec.from_params(entry["launch"], f"{where}.launch")
             config = load_accelerate_config(launch.config, f"{where}.launch")
             check_compatible(config, spec.load_in_4bit, f"{where}.launch")
+
+
+def bertscore_model(params: dict[str, Any]):
+    """The ModelSpec of `score.bertscore`, checked as the score stage reads it (a key of
+    models, num_layers an int >= 1). Any source: a hub encoder (its revision pinned, as
+    model_spec requires) is fetched at that pinned revision by the score stage
+    (stages.score.bertscore_settings, huggingface_hub.snapshot_download); a local or package
+    encoder is read from its folder."""
+    from tunebench.params import model_spec, section
+
+    cfg = section(params, "score").get("bertscore")
+    where = "params.yaml: score.bertscore"
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: expected {{model: <key of models>, num_layers: N}}")
+    check_keys(cfg, ("model", "num_layers"), where, ("model", "num_layers"))
+    layers = cfg["num_layers"]
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ConfigError(f"{where}.num_layers: expected an int >= 1, got {layers!r}")
+    return model_spec(params, cfg["model"], "score.bertscore.model")
+
+
+def model_keys(params: dict[str, Any], tasks_dir: Path = Path("tasks"),
+               ) -> list[tuple[str, str]]:
+    """(where, key of models) for every model the params use: params `model`, each run's
+    `model` and `zero_shot.model`, and the BERTScore encoder where a dataset summarizes
+    (classification never reads score.bertscore, which may then name an absent model)."""
+    from tunebench.params import dataset_task
+
+    found = [("model", params.get("model"))]
+    for run, entry in (params.get("runs") or {}).items():
+        entry = entry or {}
+        if "model" in entry:
+            found.append((f"runs.{run}.model", entry["model"]))
+        if (entry.get("zero_shot") or {}).get("model") is not None:
+            found.append((f"runs.{run}.zero_shot.model", entry["zero_shot"]["model"]))
+    bertscore = ((params.get("score") or {}).get("bertscore") or {}).get("model")
+    if bertscore is not None and any(
+            dataset_task(params, d, tasks_dir).type == "summarization"
+            for d in params.get("datasets") or {}):
+        found.append(("score.bertscore.model", bertscore))
+    return found
+
+
+def all_hub_repos(params: dict[str, Any], tasks_dir: Path = Path("tasks")) -> list:
+    """hub.hub_repos (params `model`, external adapters) plus every other hub model the params
+    use (a run's model, a zero-shot LM, the BERTScore encoder), each repo once."""
+    from tunebench.hub import HubRepo, hub_repos
+    from tunebench.params import model_spec
+
+    repos = hub_repos(params)
+    seen = {(r.id, r.revision) for r in repos}
+    for where, name in model_keys(params, tasks_dir):
+        spec = model_spec(params, name, where)
+        if spec.source == "hub" and (spec.id, spec.revision) not in seen:
+            seen.add((spec.id, spec.revision))
+            repos.append(HubRepo(f"models.{name}", spec.id, spec.revision))
+    return repos
 
 
 def build(name: str, variant: str | None, base: dict[str, Any],
@@ -172,15 +279,16 @@ def _dvc(args: list[str]) -> None:
 def run(name: str, variant: str | None, queue: bool, params_path: Path,
         profiles_dir: Path) -> None:
     """Apply, check hub access (before any download), run or queue the DVC experiment(s)."""
-    from tunebench.hub import preflight
+    from tunebench.hub import check_access, hub_token
 
     original = Path(params_path).read_text(encoding="utf-8")
     base = read_base(params_path)
     names = [variant] if variant or not queue else runnable(name, profiles_dir)
     built = [build(name, v, base, profiles_dir) for v in names]  # all valid before any runs
+    token = hub_token()
     for _, params in built:
-        for line in preflight(params):
-            print(f"hub: {line}")
+        for repo in all_hub_repos(params):  # the first repo that cannot be read raises
+            print(f"hub: {check_access(repo, token)}")
     try:
         for v, params in built:
             write_params(params, params_path, params_path)

@@ -1,19 +1,23 @@
 """The benchmark report: a summary table, a Markdown write-up and a few PNG plots.
 
 Inputs are the per-dataset records written by ``score`` (see tunebench/score.py) and,
-optionally, the training metrics of each fine-tuning run. Text builders are pure functions
-of those records; matplotlib is imported only inside the plotting functions (Agg backend,
-so it renders offline and headless).
+optionally, the training metrics of each fine-tuning run. A record's ``type`` is
+"classification" (the default when it is missing) or "summarization"; the classification
+tables, CSV and plots use only the first kind, the summarization section and CSV only the
+second. Text builders are pure functions of those records; matplotlib is imported only inside
+the plotting functions (Agg backend, so it renders offline and headless).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 SYSTEM_ORDER = ("majority", "tfidf_logreg", "base", "tuned")  # weakest reference first
+TYPES = ("classification", "summarization")
 CONFUSION_SYSTEMS = ("base", "tuned")
 CSV_FIELDS = ("dataset", "system", "kind", "n", "accuracy", "accuracy_ci_low",
               "accuracy_ci_high", "f1_weighted", "f1_weighted_ci_low", "f1_weighted_ci_high",
@@ -22,13 +26,36 @@ CSV_FIELDS = ("dataset", "system", "kind", "n", "accuracy", "accuracy_ci_low",
 TRAIN_COLUMNS = (("n_examples", "examples"), ("steps", "steps"), ("wall_time_s", "wall s"),
                  ("tokens_per_s", "tokens/s"), ("peak_memory_mb", "peak MB"),
                  ("trainable_params", "trainable params"), ("train_loss", "train loss"))
+SUMMARIZATION_CSV_FIELDS = ("dataset", "system", "kind", "metric", "n", "n_empty", "mean",
+                            "median", "ci95_low", "ci95_high", "examples_per_s")
+STAT_KEYS = ("mean", "median", "ci95_low", "ci95_high")
 DASH = "–"
 
 
+def record_type(record: Mapping) -> str:
+    """"classification" or "summarization"; records from before the field are classification."""
+    return record.get("type") or "classification"
+
+
+def of_type(records: Sequence[Mapping], kind: str) -> list[Mapping]:
+    return [r for r in records if record_type(r) == kind]
+
+
 def ordered_systems(systems: Mapping[str, object]) -> list[str]:
-    """Known systems in SYSTEM_ORDER, then any others alphabetically."""
-    known = [name for name in SYSTEM_ORDER if name in systems]
-    return known + sorted(name for name in systems if name not in SYSTEM_ORDER)
+    """SYSTEM_ORDER's baselines, then other systems of kind "baseline" (e.g. lead) by name,
+    then base and tuned, then everything else by name (base-loglik, zeroshot_llm, ...). The
+    values may be system records (their "kind" is read) or anything else (no kind)."""
+    first_model = SYSTEM_ORDER.index("base")
+
+    def key(name: str) -> tuple[int, int, str]:
+        if name in SYSTEM_ORDER:
+            pos = SYSTEM_ORDER.index(name)
+            return (0 if pos < first_model else 2, pos, name)
+        value = systems[name]
+        baseline = isinstance(value, Mapping) and value.get("kind") == "baseline"
+        return (1 if baseline else 3, 0, name)
+
+    return sorted(systems, key=key)
 
 
 def fmt(value: object, digits: int = 3) -> str:
@@ -42,9 +69,9 @@ def fmt(value: object, digits: int = 3) -> str:
 
 
 def summary_rows(records: Sequence[Mapping]) -> list[dict]:
-    """One flat row per dataset x system (the CSV and summary.json content)."""
+    """One flat row per classification dataset x system (the CSV and summary.json content)."""
     rows = []
-    for record in records:
+    for record in of_type(records, "classification"):
         for name in ordered_systems(record["systems"]):
             s = record["systems"][name]
             ci = s.get("ci95", {})
@@ -62,18 +89,42 @@ def summary_rows(records: Sequence[Mapping]) -> list[dict]:
     return rows
 
 
-def summary_json(rows: Sequence[Mapping]) -> dict:
-    """dataset -> system -> metrics, nested so `dvc metrics show` reads it key by key."""
+def summarization_rows(records: Sequence[Mapping]) -> list[dict]:
+    """One flat row per summarization dataset x system x metric (summary_summarization.csv)."""
+    rows = []
+    for record in of_type(records, "summarization"):
+        for name in ordered_systems(record["systems"]):
+            s = record["systems"][name]
+            stats = s.get("stats") or {}
+            for metric in record.get("metrics") or list(stats):
+                values = stats.get(metric) or {}
+                rows.append({
+                    "dataset": record["dataset"], "system": name, "kind": s.get("kind"),
+                    "metric": metric, "n": values.get("n", s.get("n")),
+                    "n_empty": s.get("n_empty"), **{k: values.get(k) for k in STAT_KEYS},
+                    "examples_per_s": (s.get("meta") or {}).get("examples_per_s"),
+                })
+    return rows
+
+
+def summary_json(rows: Sequence[Mapping], summarization: Sequence[Mapping] = ()) -> dict:
+    """dataset -> system -> metrics, nested so `dvc metrics show` reads it key by key.
+    Summarization systems (rows from summarization_rows) carry kind, n, n_empty and
+    examples_per_s, and one {mean, median, ci95_low, ci95_high} per metric."""
     out: dict[str, dict] = {}
     for row in rows:
         values = {k: v for k, v in row.items() if k not in ("dataset", "system")}
         out.setdefault(row["dataset"], {})[row["system"]] = values
+    for row in summarization:
+        system = out.setdefault(row["dataset"], {}).setdefault(row["system"], {
+            k: row[k] for k in ("kind", "n", "n_empty", "examples_per_s")})
+        system[row["metric"]] = {k: row[k] for k in STAT_KEYS}
     return out
 
 
-def summary_csv(rows: Sequence[Mapping]) -> str:
+def summary_csv(rows: Sequence[Mapping], fields: Sequence[str] = CSV_FIELDS) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -105,11 +156,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int
 
 def run_section(records: Sequence[Mapping], train: Mapping[str, Mapping]) -> str:
     """What was run: models, sample sizes per dataset, training runs."""
-    models = sorted({describe_model((s.get("meta") or {}).get("model"))
-                     for r in records for s in r["systems"].values()
-                     if s.get("kind") in CONFUSION_SYSTEMS})
-    lines = ["## What was run", "", "LLM(s): " + ("; ".join(f"`{m}`" for m in models) or DASH),
-             "", "Test sets are seeded, stratified samples capped by `format_instructions.caps`;"
+    models = [(s.get("meta") or {}).get("model") or {} for r in records
+              for s in r["systems"].values() if s.get("kind") in CONFUSION_SYSTEMS]
+    llms = sorted({describe_model(m) for m in models if m.get("family") != "encoder_cls"})
+    encoders = sorted({describe_model(m) for m in models if m.get("family") == "encoder_cls"})
+    lines = ["## What was run", "", "LLM(s): " + ("; ".join(f"`{m}`" for m in llms) or DASH)]
+    if encoders:
+        lines += ["", "Encoder classifier(s): " + "; ".join(f"`{m}`" for m in encoders)]
+    lines += ["", "Test sets are seeded, stratified samples capped by `format_instructions.caps`;"
              " every system is scored on the same ids.", ""]
     rows = []
     for r in records:
@@ -180,15 +234,23 @@ def comparison_lines(record: Mapping) -> list[str]:
 PUBLISHED_METRICS = ("accuracy", "f1_weighted")
 
 
+def system_of_kind(record: Mapping, kind: object) -> str | None:
+    """Our system to set beside a published one of this kind: the one named like the kind
+    (base, tuned), else the first of that kind in table order."""
+    systems = record["systems"]
+    if kind in systems and systems[kind].get("kind") == kind:
+        return str(kind)
+    return next((n for n in ordered_systems(systems) if systems[n].get("kind") == kind), None)
+
+
 def published_table(record: Mapping) -> str:
     """Published figures (any of PUBLISHED_METRICS, or a note) beside ours for the system of
     the same kind."""
     pubs = record.get("published") or []
     metrics = [m for m in PUBLISHED_METRICS if any(m in pub for pub in pubs)]
-    ours = {s.get("kind"): name for name, s in record["systems"].items()}
     rows = []
     for pub in pubs:
-        name = ours.get(pub.get("kind"))
+        name = system_of_kind(record, pub.get("kind"))
         mine = record["systems"][name] if name else {}
         rows.append([str(pub.get("system")), str(pub.get("kind")),
                      *(fmt(pub.get(m)) for m in metrics), str(pub.get("note") or DASH),
@@ -222,29 +284,52 @@ def mode_lines(record: Mapping) -> list[str]:
     """Scoring modes side by side: each model system's mode and predicted-label distribution
     (loglik on an un-tuned model tends to pick one label; a gap between generate's and
     loglik's accuracy separates off-format answers from missing knowledge)."""
-    out = []
+    out, models = [], set()
     for name in ordered_systems(record["systems"]):
         meta = record["systems"][name].get("meta") or {}
         if "mode" in meta and meta.get("label_distribution"):
             dist = ", ".join(f"{k} {v}" for k, v in meta["label_distribution"].items() if v)
             cal = " (calibrated)" if meta.get("calibrate") else ""
             out.append(f"- {name}: mode {meta['mode']}{cal}; predicted labels: {dist}")
-    return ["", "Scoring modes (same model, same test set):", *out] if out else []
+            models.add(describe_model(meta.get("model")))
+    same = "same model, " if len(models) == 1 else ""
+    return ["", f"Scoring modes ({same}same test set):", *out] if out else []
+
+
+def untrained_head_lines(record: Mapping) -> list[str]:
+    """A base system that is an encoder with a fresh classification head is not a zero-shot
+    result: its head is random, so it sits near chance by construction."""
+    systems = record["systems"]
+    prompted = [n for n in ordered_systems(systems) if systems[n].get("kind") == "base"
+                and ((systems[n].get("meta") or {}).get("model") or {}).get("family")
+                != "encoder_cls"]
+    out = []
+    for name in ordered_systems(systems):
+        meta = systems[name].get("meta") or {}
+        if systems[name].get("kind") == "base" and (meta.get("model") or {}).get(
+                "family") == "encoder_cls":
+            other = (" The prompted zero-shot comparison is "
+                     + ", ".join(f"`{n}`" for n in prompted) + ".") if prompted else ""
+            out.append(f"`{name}` is the encoder `{describe_model(meta.get('model'))}` with an "
+                       "untrained (randomly initialised) classification head (mode "
+                       f"{meta.get('mode') or DASH}): it is near chance by construction, the "
+                       "starting point of the tuned head, not a zero-shot result." + other)
+    return ["", *out] if out else []
 
 
 def dataset_section(record: Mapping, plots: Mapping[str, str]) -> str:
     """One dataset: systems table, paired test, published figures, notes, plots."""
     ds = record["dataset"]
     lines = [f"## {ds}", "", systems_table(record), "", *comparison_lines(record),
-             *mode_lines(record)]
+             *mode_lines(record), *untrained_head_lines(record)]
     table = classification_tables(record)
     if table:
         lines += ["", "Per class, in the published form (INVALID = unparseable answers):", "",
                   table]
     if record.get("published"):
-        lines += ["", "Published figures (their models are 7B-13B and scored on the full "
-                  "test sets; ours is the model above on the capped sample, so the comparison "
-                  "is indicative only):", "", published_table(record)]
+        lines += ["", "Published figures (their models, prompts and test sets differ from ours, "
+                  "which are the systems named on the right, scored on the capped sample, so "
+                  "the comparison is indicative only):", "", published_table(record)]
     if record.get("notes"):
         lines += ["", f"> **Note:** {record['notes']}"]
     images = [f"![{ds} {name} confusion]({path})" for (d, name), path in sorted(plots.items())
@@ -254,19 +339,153 @@ def dataset_section(record: Mapping, plots: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _mean_ci(stats: Mapping | None) -> str:
+    if not stats:
+        return DASH
+    return f"{fmt(stats.get('mean'))} [{fmt(stats.get('ci95_low'))}, {fmt(stats.get('ci95_high'))}]"
+
+
+def summarization_table(record: Mapping) -> str:
+    """One row per system: per metric the mean [95% CI] and the median, empty summaries,
+    speed."""
+    metrics = record.get("metrics") or []
+    rows = []
+    for name in ordered_systems(record["systems"]):
+        s = record["systems"][name]
+        stats = s.get("stats") or {}
+        meta = s.get("meta") or {}
+        cells = [name, str(s.get("kind") or DASH), fmt(s.get("n"))]
+        for metric in metrics:
+            cells += [_mean_ci(stats.get(metric)), fmt((stats.get(metric) or {}).get("median"))]
+        rows.append(cells + [fmt(s.get("n_empty")), _speed(meta.get("examples_per_s")),
+                             _seconds(meta)])
+    header = ["system", "kind", "n", *(f"{m} {col}" for m in metrics
+                                       for col in ("mean [95% CI]", "median")),
+              "empty", "examples/s", "seconds"]
+    return _table(header, rows, right_from=2)
+
+
+def paired_table(record: Mapping) -> str:
+    """The paired differences a - b per metric (tuned vs base first, then the other systems
+    in table order)."""
+    comparisons = record.get("comparisons") or {}
+    if not comparisons:
+        return ""
+    order = ordered_systems(record["systems"])
+
+    def key(item: tuple[str, Mapping]) -> tuple:
+        b = item[1].get("b")
+        return (item[0] != "tuned_vs_base", order.index(b) if b in order else len(order),
+                item[0])
+
+    rows = []
+    for _, c in sorted(comparisons.items(), key=key):
+        for metric in record.get("metrics") or []:
+            d = c.get(metric)
+            if not d:
+                continue
+            rows.append([str(c.get("a")), str(c.get("b")), fmt(c.get("n")), metric,
+                         f"{fmt(d.get('mean_diff'))} [{fmt(d.get('ci95_low'))}, "
+                         f"{fmt(d.get('ci95_high'))}]",
+                         fmt(d.get("a_better")), fmt(d.get("b_better")), fmt(d.get("ties"))])
+    header = ["a", "b", "n", "metric", "mean a - b [95% CI]", "a better", "b better", "ties"]
+    return _table(header, rows, right_from=2)
+
+
+def _on_off(value: object) -> str:
+    return "on" if value else "off"
+
+
+def scoring_lines(record: Mapping) -> list[str]:
+    """How the scores were computed (bullets): references, ROUGE and BERTScore settings, the
+    prompt."""
+    refs = record.get("n_references") or {}
+    low, high = refs.get("min"), refs.get("max")
+    count = fmt(low) if low == high else f"{fmt(low)}-{fmt(high)}"
+    rouge = record.get("rouge") or {}
+    bert = record.get("bertscore") or {}
+    measure = f"{rouge['measure']}-measure" if rouge.get("measure") else DASH
+    return [f"- References: {count} per example, combined as: "
+            f"{record.get('reference_combination') or DASH}.",
+            f"- ROUGE: {rouge.get('package') or DASH}, {measure}, stemmer "
+            f"{_on_off(rouge.get('use_stemmer'))}.",
+            f"- BERTScore F1: model `{bert.get('model') or DASH}`, layer "
+            f"{fmt(bert.get('num_layers'))}, idf {_on_off(bert.get('idf'))}, baseline "
+            f"rescaling {_on_off(bert.get('rescale_with_baseline'))}.",
+            "- Prompt: base and tuned get the same prompt here; the published runs trained "
+            "with a different prompt than the one they evaluated with."]
+
+
+def published_lines(record: Mapping) -> list[str]:
+    """Published systems as bullets: any of the record's metrics they give, and their note."""
+    out = []
+    for pub in record.get("published") or []:
+        figures = ", ".join(f"{m} {fmt(pub[m])}" for m in record.get("metrics") or []
+                            if m in pub)
+        text = f"- {pub.get('system')} ({pub.get('kind')})"
+        details = [str(d) for d in (figures, pub.get("note")) if d]
+        if details:
+            text += ": " + "; ".join(details)
+        out.append(text)
+    return out
+
+
+def boxplot_links(records: Sequence[Mapping], out_dir: str | Path) -> dict[str, str]:
+    """dataset -> link to its box plot relative to out_dir (where report.md goes), for the
+    figures.boxplot paths (relative to the working directory) that exist."""
+    links = {}
+    for record in of_type(records, "summarization"):
+        path = (record.get("figures") or {}).get("boxplot")
+        if path and Path(path).is_file():
+            links[record["dataset"]] = Path(os.path.relpath(path, out_dir)).as_posix()
+    return links
+
+
+def summarization_section(record: Mapping, boxplots: Mapping[str, str]) -> str:
+    """One summarization dataset: systems table, paired differences, scoring settings,
+    published notes, notes and the box plot (linked when `boxplots` has it)."""
+    ds = record["dataset"]
+    lines = [f"## {ds} (summarization)", "", summarization_table(record)]
+    table = paired_table(record)
+    if table:
+        lines += ["", "Paired differences, a - b per example (bootstrap 95% CI of the mean; "
+                  "examples where a scored higher, b higher, or the same):", "", table]
+    lines += ["", "How it was scored:", "", *scoring_lines(record)]
+    pubs = published_lines(record)
+    if pubs:
+        lines += ["", "Published (other models and set-ups, indicative only):", "", *pubs]
+    if record.get("notes"):
+        lines += ["", f"> **Note:** {record['notes']}"]
+    path = (record.get("figures") or {}).get("boxplot")
+    if ds in boxplots:
+        lines += ["", f"![{ds} per-example scores by system]({boxplots[ds]})"]
+    elif path:
+        lines += ["", f"Box plot: `{path}` (missing: not found when the report was written)."]
+    return "\n".join(lines)
+
+
 def render_report(records: Sequence[Mapping], train: Mapping[str, Mapping],
-                  confusion_plots: Mapping[tuple[str, str], str], f1_plot: str | None) -> str:
-    """The whole report.md; image paths are used as given (relative to the report)."""
+                  confusion_plots: Mapping[tuple[str, str], str], f1_plot: str | None,
+                  boxplots: Mapping[str, str] | None = None) -> str:
+    """The whole report.md; image paths are used as given (relative to the report).
+    `boxplots` maps a summarization dataset to its box-plot link (see boxplot_links); a
+    record whose figure is not in it gets the path as text, marked missing."""
     parts = ["# tunebench report", "",
              "QLoRA fine-tuning (`tuned`) vs prompting the same un-tuned model (`base`), with "
              "majority-class and TF-IDF + logistic regression baselines trained on the same "
              "examples. Unparseable answers (`invalid rate`) count as wrong in accuracy and "
              "recall but are left out of precision, so with many of them F1 can exceed "
-             "accuracy.", "",
-             run_section(records, train)]
+             "accuracy.", ""]
+    if of_type(records, "summarization"):
+        parts += ["Summarization datasets report per-example ROUGE-1/2/L and BERTScore F1: the "
+                  "mean with a 95% bootstrap CI, and the median; an empty summary scores 0 and "
+                  "is counted (`empty`).", ""]
+    parts.append(run_section(records, train))
     if f1_plot:
         parts += ["", f"![weighted F1 per dataset, 95% bootstrap CIs]({f1_plot})"]
-    parts += [s for r in records for s in ("", dataset_section(r, confusion_plots))]
+    for r in records:
+        parts += ["", summarization_section(r, boxplots or {})
+                  if record_type(r) == "summarization" else dataset_section(r, confusion_plots)]
     packages = (records[0].get("packages") if records else None) or {}
     if packages:
         parts += ["", "Scored with " + ", ".join(f"{k} {v}" for k, v in sorted(packages.items())
@@ -297,13 +516,15 @@ def plot_confusion(system: Mapping, title: str, path: Path) -> None:
 
 
 def plot_f1(records: Sequence[Mapping], path: Path) -> None:
-    """Grouped bars: weighted F1 per dataset for every system, 95% CI as error bars."""
+    """Grouped bars: weighted F1 per classification dataset for every system, 95% CI as error
+    bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    systems = ordered_systems({n: 0 for r in records for n in r["systems"]})
+    records = of_type(records, "classification")
+    systems = ordered_systems({n: s for r in records for n, s in r["systems"].items()})
     width = 0.8 / max(len(systems), 1)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(records) + 2), 3.8))
     for k, name in enumerate(systems):

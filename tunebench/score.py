@@ -182,10 +182,94 @@ def score_dataset(
                                                              n_boot, seed), "meta": dict(meta)}
     record = {
         "dataset": task["dataset"], "task": task["task"], "version": task["version"],
-        "run": task.get("run"), "labels": labels, "n": len(ids), "seed": seed,
-        "n_boot": n_boot, "packages": package_versions(), "systems": scored,
+        "type": "classification", "run": task.get("run"), "labels": labels, "n": len(ids),
+        "seed": seed, "n_boot": n_boot, "packages": package_versions(), "systems": scored,
         "comparisons": compare_with(indexed, ids), "notes": task.get("notes", ""),
         "published": list(task.get("published") or []), "sample": dict(sample or {}),
     }
     confusion = {name: confusion_rows(indexed[name], ids) for name in indexed}
     return round_floats(record), confusion
+
+
+def index_summaries(rows: Sequence[Mapping], targets: Mapping[str, str], where: str,
+                    ) -> dict[str, Mapping]:
+    """Summary rows keyed by id: exactly the test ids, the test split's target, text answers."""
+    by_id: dict[str, Mapping] = {}
+    for lineno, row in enumerate(rows, start=1):
+        rid, at = row["id"], f"{where}:{lineno}"
+        if rid in by_id:
+            raise DataError(f"{at}: duplicate id {rid!r}")
+        if rid not in targets:
+            raise DataError(f"{at}: extra id {rid!r} is not in the test split")
+        if row["target"] != targets[rid]:
+            raise DataError(f"{at}: id {rid!r}: target differs from the test split's first "
+                            "reference")
+        if not isinstance(row["parsed"], str):
+            raise DataError(f"{at}: id {rid!r}: parsed must be the summary text, got "
+                            f"{row['parsed']!r}")
+        by_id[rid] = row
+    missing = [rid for rid in targets if rid not in by_id]
+    if missing:
+        raise DataError(f"{where}: missing {len(missing)} test id(s), e.g. {missing[0]!r}")
+    return by_id
+
+
+def score_summaries(
+    task: Mapping, test_rows: Sequence[Mapping], systems: Mapping[str, tuple], n_boot: int,
+    seed: int, bertscore: Mapping, sample: Mapping | None = None,
+    test_where: str = "test.jsonl",
+) -> tuple[dict, list[dict]]:
+    """Score every system of a summarization dataset: ROUGE-1/2/L and BERTScore F1 per example
+    (best of the references), mean/median/bootstrap CI per metric, paired differences of
+    "tuned" against the others. `bertscore` = {"model_dir", "num_layers", "label"}. Returns
+    the metrics record (rounded) and per-example rows {id, system, metric...}."""
+    from tunebench.summarization import (
+        METRICS,
+        REFERENCE_COMBINATION,
+        compare_systems,
+        summarization_metrics,
+    )
+
+    if not systems:
+        raise DataError("no prediction files (<system>.jsonl) to score")
+    references, targets = {}, {}
+    for lineno, row in enumerate(test_rows, start=1):
+        refs = row.get("references")
+        if not isinstance(refs, list) or not refs or not all(
+                isinstance(r, str) and r.strip() for r in refs):
+            raise DataError(f"{test_where}:{lineno}: 'references' must be a non-empty list of "
+                            f"non-empty strings, got {refs!r}")
+        if row["id"] in targets:
+            raise DataError(f"{test_where}:{lineno}: duplicate id {row['id']!r}")
+        references[row["id"]], targets[row["id"]] = refs, row["completion"]
+    if not targets:
+        raise DataError(f"{test_where}: no test examples")
+    ids = list(targets)
+    scored, per_example, examples = {}, {}, []
+    for name in sorted(systems):
+        rows, meta, rows_where, meta_where = systems[name]
+        by_id = index_summaries(rows, targets, rows_where)
+        check_meta(meta, name, len(rows), task["dataset"], meta_where)
+        result = summarization_metrics([by_id[i]["parsed"] for i in ids],
+                                       [references[i] for i in ids], bertscore["model_dir"],
+                                       bertscore["num_layers"], n_boot, seed)
+        per_example[name] = result["per_example"]
+        scored[name] = {"kind": meta["kind"], "n": result["n"], "n_empty": result["n_empty"],
+                        "stats": result["stats"], "meta": dict(meta)}
+        examples += [{"id": i, "system": name, **row}
+                     for i, row in zip(ids, result["per_example"], strict=True)]
+    counts = [len(references[i]) for i in ids]
+    record = {
+        "dataset": task["dataset"], "task": task["task"], "version": task["version"],
+        "type": "summarization", "run": task.get("run"), "n": len(ids), "seed": seed,
+        "n_boot": n_boot, "packages": package_versions(), "metrics": list(METRICS),
+        "reference_combination": REFERENCE_COMBINATION,
+        "n_references": {"min": min(counts), "max": max(counts)},
+        "rouge": {"package": "rouge-score", "use_stemmer": True, "measure": "F"},
+        "bertscore": {"model": bertscore["label"], "num_layers": bertscore["num_layers"],
+                      "idf": False, "rescale_with_baseline": False},
+        "systems": scored, "comparisons": compare_systems(per_example, n_boot, seed),
+        "notes": task.get("notes", ""), "published": list(task.get("published") or []),
+        "sample": dict(sample or {}),
+    }
+    return round_floats(record), round_floats(examples)

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+METRICS = (*ROUGE_TYPES, "bertscore_f1")
 REFERENCE_COMBINATION = "max over references, per example and per metric"
+REFERENCE = "tuned"  # the system every other one is compared with, as for classification
 
 
 def _check(predictions: Sequence[str], references_list: Sequence[Sequence[str]]) -> None:
@@ -150,3 +152,35 @@ def plot_boxplots(per_system: dict[str, dict[str, Sequence[float]]], path: str |
     fig.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp: stable bytes
     plt.close(fig)
     return path
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, seed: int = 0,
+                      alpha: float = 0.05) -> dict[str, float | int]:
+    """Mean of a - b over paired examples, a percentile-bootstrap interval of it (examples
+    resampled), and how many examples each side wins."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"need two equally long, non-empty score lists; got {x.size}, {y.size}")
+    diff = x - y
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return {"mean_diff": float(diff.mean()), "ci95_low": float(low), "ci95_high": float(high),
+            "a_better": int((diff > 0).sum()), "b_better": int((diff < 0).sum()),
+            "ties": int((diff == 0).sum())}
+
+
+def compare_systems(per_example: dict[str, list[dict[str, float]]], n_boot: int, seed: int,
+                    reference: str = REFERENCE) -> dict[str, dict]:
+    """`reference` against every other system, per metric, on the same examples in one order."""
+    if reference not in per_example:
+        return {}
+    out = {}
+    for other in sorted(per_example):
+        if other == reference:
+            continue
+        a, b = per_example[reference], per_example[other]
+        out[f"{reference}_vs_{other}"] = {"a": reference, "b": other, "n": len(a), **{
+            metric: paired_difference([r[metric] for r in a], [r[metric] for r in b],
+                                      n_boot, seed) for metric in METRICS}}
+    return out

@@ -3,9 +3,12 @@
 A task file says where the data comes from (a Hugging Face dataset at a revision, or a
 local mirror laid out as ``<mirror>/<dir>/<file>.parquet``), how raw rows become
 canonical examples (text field, label rule, extra prompt fields), and how an example is
-rendered as an instruction. Files may ``include:`` a shared base (e.g. the four
-financial-sentiment datasets share ``_fin_sentiment.yaml``); the including file wins key
-by key. Every error names the file and the field.
+rendered as an instruction. ``type`` is ``classification`` (a label rule and label names;
+the default) or ``summarization`` (``references``: the column(s) holding the reference
+summaries, one list for every split or a mapping split -> list, e.g. DialogSum's test split
+has three references per dialogue and its training split one). Files may ``include:`` a
+shared base (e.g. the four financial-sentiment datasets share ``_fin_sentiment.yaml``); the
+including file wins key by key. Every error names the file and the field.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ TASK_KEYS = {
     "include", "name", "version", "description", "license", "notes", "type", "source",
     "resplit", "text_field", "fields", "label", "labels", "instruction", "template",
     "prompt_vars", "few_shot", "base_prompt", "truncate", "parser", "metrics", "published",
+    "references",
 }
-REQUIRED_KEYS = ("name", "version", "source", "text_field", "label", "labels",
-                 "instruction", "template", "parser", "metrics")
+TASK_TYPES = ("classification", "summarization")
+COMMON_KEYS = ("name", "version", "source", "text_field", "instruction", "template", "metrics")
+REQUIRED_KEYS = {"classification": (*COMMON_KEYS, "label", "labels", "parser"),
+                 "summarization": (*COMMON_KEYS, "references")}
 
 
 @dataclass(frozen=True)
@@ -82,13 +88,16 @@ class Task:
     resplit: Resplit | None
     text_field: str
     fields: dict[str, str]  # prompt variable -> raw column, copied beside the text
-    label: LabelRule
-    labels: tuple[str, ...]
+    label: LabelRule | None  # classification only
+    labels: tuple[str, ...]  # classification only; () for summarization
     instruction: str
     template: str
     prompt_vars: dict[str, Any]  # variable -> constant, or {field, map} looked up per row
     parser: str
     metrics: tuple[str, ...]
+    type: str = "classification"
+    # summarization: split -> reference columns ("*" = every split without its own entry)
+    references: dict[str, tuple[str, ...]] = field(default_factory=dict)
     description: str = ""
     license: str = ""
     notes: str = ""
@@ -98,12 +107,24 @@ class Task:
     # Published reference results: [{system, metric: value..., source}], shown in the report.
     published: tuple[dict[str, Any], ...] = ()
 
-    def raw_columns(self) -> list[str]:
-        """Columns a raw split must have for this task."""
+    def raw_columns(self, split: str | None = None) -> list[str]:
+        """Columns a raw split (canonical name `split`) must have for this task."""
         cols = [self.text_field, *self.fields.values()]
-        cols += [self.label.field] if self.label.field else list(self.label.any_of or ())
+        if self.label is not None:
+            cols += [self.label.field] if self.label.field else list(self.label.any_of or ())
+        if self.type == "summarization":
+            cols += list(self.reference_columns(split))
         cols += [v["field"] for v in self.prompt_vars.values() if isinstance(v, Mapping)]
         return list(dict.fromkeys(cols))
+
+    def reference_columns(self, split: str | None) -> tuple[str, ...]:
+        """The reference-summary columns of a split (the first one is the training target)."""
+        if split in self.references:
+            return self.references[split]
+        if "*" in self.references:
+            return self.references["*"]
+        raise ConfigError(f"{self.path}: references has no entry for split {split!r} "
+                          f"(give a list for every split, or one per split)")
 
 
 def read_task_yaml(path: Path) -> dict[str, Any]:
@@ -130,7 +151,16 @@ def load_task(path: Path, overrides: Mapping[str, Any] | None = None) -> Task:
     if overrides:
         data = deep_merge(data, overrides)
     where = str(path)
-    check_keys(data, TASK_KEYS - {"include"}, where, REQUIRED_KEYS)
+    task_type = data.get("type", "classification")
+    if task_type not in TASK_TYPES:
+        raise ConfigError(f"{where}: type: expected one of {list(TASK_TYPES)}, got {task_type!r}")
+    check_keys(data, TASK_KEYS - {"include"}, where, REQUIRED_KEYS[task_type])
+    if task_type == "summarization":
+        for key in ("label", "labels"):
+            if key in data:
+                raise ConfigError(f"{where}: {key}: a summarization task has references, "
+                                  "not labels")
+        data.setdefault("parser", "summary")
     if data["name"] != path.stem:
         raise ConfigError(f"{where}: name '{data['name']}' must match the file name '{path.stem}'")
     for key, kind in (("labels", list), ("metrics", list), ("fields", dict),
@@ -143,8 +173,8 @@ def load_task(path: Path, overrides: Mapping[str, Any] | None = None) -> Task:
     for key in ("text_field", "instruction", "template", "parser"):
         if not isinstance(data[key], str):
             raise ConfigError(f"{where}: {key}: expected a string, got {data[key]!r}")
-    labels = tuple(str(x) for x in data["labels"])
-    if len(set(labels)) != len(labels) or not labels:
+    labels = tuple(str(x) for x in data.get("labels") or ())
+    if task_type == "classification" and (len(set(labels)) != len(labels) or not labels):
         raise ConfigError(f"{where}: labels must be a non-empty list of distinct names")
     hub, mirror = _parse_source(data["source"], f"{where}: source")
     task = Task(
@@ -156,7 +186,7 @@ def load_task(path: Path, overrides: Mapping[str, Any] | None = None) -> Task:
         resplit=_parse_resplit(data.get("resplit"), f"{where}: resplit"),
         text_field=str(data["text_field"]),
         fields=dict(data.get("fields") or {}),
-        label=_parse_label(data["label"], labels, f"{where}: label"),
+        label=_parse_label(data["label"], labels, f"{where}: label") if labels else None,
         labels=labels,
         instruction=str(data["instruction"]),
         template=str(data["template"]),
@@ -170,6 +200,8 @@ def load_task(path: Path, overrides: Mapping[str, Any] | None = None) -> Task:
         few_shot=dict(data.get("few_shot") or {}),
         base_prompt=str(data.get("base_prompt", "zero_shot")),
         published=tuple(data.get("published") or ()),
+        type=task_type,
+        references=_parse_references(data.get("references"), f"{where}: references"),
     )
     _check_prompt(task, where)
     return task
@@ -209,6 +241,24 @@ def _parse_source(src: Any, where: str) -> tuple[HubSource | None, MirrorSource 
     if hub is None and mirror is None:
         raise ConfigError(f"{where}: needs a 'hub' or a 'mirror' source")
     return hub, mirror
+
+
+def _parse_references(spec: Any, where: str) -> dict[str, tuple[str, ...]]:
+    """A list of columns (every split) or a mapping split -> list of columns."""
+    if spec is None:
+        return {}
+    by_split = {"*": spec} if isinstance(spec, list) else spec
+    if not isinstance(by_split, Mapping) or not by_split:
+        raise ConfigError(f"{where}: expected a list of columns or a mapping split -> list")
+    out = {}
+    for split, columns in by_split.items():
+        if (not isinstance(columns, list) or not columns
+                or not all(isinstance(c, str) and c for c in columns)
+                or len(set(columns)) != len(columns)):
+            raise ConfigError(f"{where}{'' if split == '*' else '.' + str(split)}: expected a "
+                              f"non-empty list of distinct column names, got {columns!r}")
+        out[str(split)] = tuple(columns)
+    return out
 
 
 def _parse_resplit(spec: Any, where: str) -> Resplit | None:

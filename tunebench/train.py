@@ -2,13 +2,20 @@
 
 Heavy libraries are imported inside the functions that need them.
 
+Validation: given validation pairs, the completion-only loss on them is evaluated at the end of
+every epoch (and at the last step), without touching the training run (separate data, RNG state
+restored afterwards). With `select_best` the adapter saved is the one from the evaluation with
+the lowest loss: a CPU copy of the trainable (LoRA) weights is taken whenever the loss improves.
+
 Interrupted runs resume: with a checkpoint folder (train-qlora passes one outside its DVC
 output, which DVC deletes before a rerun), the Trainer saves its state every
 `checkpoint_steps` steps into <folder>/<fingerprint>, where the fingerprint hashes the
-tokenized data, the training config and the model; a later run with the same fingerprint
-resumes from the newest complete checkpoint, and the folder is deleted once the adapter is
-saved. SIGTERM stops training after the current step, saves a checkpoint and raises
-Interrupted.
+tokenized training and validation data, the training config and the model; a later run with
+the same fingerprint resumes from the newest complete checkpoint, and the folder is deleted
+once the adapter is saved. Each new best validation snapshot is also written to that folder
+(best-<step>.safetensors) before any later checkpoint, so a resumed run still selects an epoch
+from before the interruption. SIGTERM stops training after the current step, saves a
+checkpoint and raises Interrupted.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import resource
 import shutil
@@ -54,12 +62,18 @@ class TrainConfig:
     lr_scheduler: str = "linear"
     optim: str = "adamw_torch"
     bf16: bool | str = "auto"  # "auto": bf16 autocast where the GPU/CPU runs it natively
+    # "auto": fp16 mixed precision where bf16 "auto" finds a GPU without native bf16 (false
+    # keeps fp32 there, e.g. for T5); true: fp16 on any GPU. Never with bf16, never on CPU.
+    fp16: bool | str = "auto"
     max_steps: int = -1  # > 0 overrides epochs (smoke runs)
     logging_steps: int = 1
     gradient_checkpointing: bool = False
     # Save a resumable checkpoint (adapter + optimizer + RNG state) every this many steps
     # (0 = never). LoRA checkpoints are small; on the CPU default a step takes ~1 s.
     checkpoint_steps: int = 25
+    # With validation examples: save the adapter of the evaluation with the lowest validation
+    # loss (the earlier one on ties) rather than the last one.
+    select_best: bool = True
 
     @classmethod
     def from_params(cls, params: dict[str, Any], where: str = "train") -> TrainConfig:
@@ -91,6 +105,27 @@ class TrainConfig:
                 raise ValueError(f"{where}.{key} must be >= 1, got {getattr(self, key)}")
         if self.checkpoint_steps < 0:
             raise ValueError(f"{where}.checkpoint_steps must be >= 0, got {self.checkpoint_steps}")
+        if self.bf16 is True and self.fp16 is True:
+            raise ValueError(f"{where}: bf16 and fp16 are both true; mixed precision is one "
+                             f"or the other (set one to false or 'auto')")
+
+    def mixed_precision(self) -> tuple[bool, bool]:
+        """(bf16, fp16) autocast flags for this machine: never both, never fp16 on CPU.
+
+        bf16 "auto" on a GPU: bf16 where it is native (compute capability 8+; torch's default
+        is_bf16_supported() also says yes where bf16 is only emulated, slowly), otherwise fp16
+        unless fp16 is false. fp16 true on a GPU: fp16, and bf16 "auto" steps aside. On CPU
+        fp16 is dropped and bf16 follows resolve_bf16 (native AVX512-BF16/AMX only).
+        """
+        import torch
+
+        cuda = torch.cuda.is_available()
+        if self.fp16 is True and cuda:
+            return False, True
+        if self.bf16 == "auto" and cuda:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+            return native, not native and self.fp16 == "auto"
+        return resolve_bf16(self.bf16), False
 
 
 def tokenize_example(tokenizer, prompt: str, completion: str, max_seq_len: int) -> dict:
@@ -193,47 +228,76 @@ def _training_args(cfg: TrainConfig, scratch: str, checkpoints: bool = False):
     from transformers import TrainingArguments
 
     on_gpu = torch.cuda.is_available()
+    bf16, fp16 = cfg.mixed_precision()
     save = {"save_strategy": "no"}
     if checkpoints and cfg.checkpoint_steps > 0:
         # Two kept: should the newest be cut short by a kill, the one before still resumes.
         save = {"save_strategy": "steps", "save_steps": cfg.checkpoint_steps,
                 "save_total_limit": 2, "save_only_model": False}
+    # Evaluation (when the Trainer has an eval_dataset) is requested by _Validation, not by
+    # eval_strategy, which keeps its default "no".
     return TrainingArguments(
         output_dir=scratch,  # checkpoints/optimizer state never land in the adapter folder
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        per_device_eval_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, optim=cfg.optim,
-        bf16=resolve_bf16(cfg.bf16), logging_steps=cfg.logging_steps, logging_first_step=True,
+        bf16=bf16, fp16=fp16, logging_steps=cfg.logging_steps, logging_first_step=True,
         seed=cfg.seed, data_seed=cfg.seed, report_to="none", **save,
         push_to_hub=False, remove_unused_columns=False, disable_tqdm=False,
         use_cpu=not on_gpu, dataloader_pin_memory=on_gpu, dataloader_num_workers=0,
     )
 
 
+def _point(logs: dict, step: int) -> dict | None:
+    """A Trainer log entry as a training record {"step", "loss", "learning_rate"} or an
+    evaluation record {"step", "epoch", "eval_loss"}; None for others (the end-of-run summary)."""
+    if "loss" in logs:
+        return {"step": step, "loss": float(logs["loss"]),
+                "learning_rate": float(logs.get("learning_rate", 0.0))}
+    if "eval_loss" in logs:
+        return {"step": step, "epoch": float(logs["epoch"]), "eval_loss": float(logs["eval_loss"])}
+    return None
+
+
+def _points(log_history: list[dict]) -> list[dict]:
+    """The training and evaluation records of a Trainer log history, in order."""
+    return [p for r in log_history if (p := _point(r, int(r["step"]))) is not None]
+
+
 def _log_callback(curve: list[dict], log: Callable[[dict], None] | None):
+    """Forwards training and evaluation records to `log`; training records also go to `curve`."""
     from transformers import TrainerCallback
 
     class _Forward(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:  # skip the end-of-run summary record
-                point = {"step": state.global_step, "loss": float(logs["loss"]),
-                         "learning_rate": float(logs.get("learning_rate", 0.0))}
+            point = _point(logs or {}, state.global_step)
+            if point is not None and "loss" in point:
                 curve.append(point)
-                if log is not None:
-                    log(point)
+            if point is not None and log is not None:
+                log(point)
 
     return _Forward()
 
 
 def train_lora(spec: ModelSpec, model_dir: str, examples: list[tuple[str, str]],
                cfg: TrainConfig, out_dir: Path, log: Callable[[dict], None] | None = None,
-               checkpoint_root: Path | None = None, run_name: str = "run") -> dict:
+               checkpoint_root: Path | None = None, run_name: str = "run",
+               eval_examples: list[tuple[str, str]] | None = None) -> dict:
     """Train a LoRA adapter, save it (safetensors only) to out_dir, return training metrics.
 
     Prompts go through render_prompt here, with the spec's chat-template flag, so training
     sees exactly what prediction will. With `checkpoint_root`, checkpoints go to
     <checkpoint_root>/<run_name>-<fingerprint> and an interrupted run resumes from them.
+
+    `eval_examples`, validation pairs tokenized like the training ones (loss on the completion
+    only), are evaluated at the end of every epoch and at the last step; each evaluation goes
+    to `log` as {"step", "epoch", "eval_loss"} (training records have "loss" instead). With
+    cfg.select_best the adapter saved is the one of the lowest validation loss, else the last.
+    Metrics added: n_eval_examples, n_eval_truncated, eval_loss_curve, eval_loss_best,
+    best_step, best_epoch, selected ("best" or "last") and eval_time_s; without validation
+    examples the curve is empty, the best values None and selected "last".
     """
     import torch
     from transformers import set_seed
@@ -244,8 +308,12 @@ def train_lora(spec: ModelSpec, model_dir: str, examples: list[tuple[str, str]],
         raise ValueError("train_lora got no examples")
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
-    data = [tokenize_example(tokenizer, render_prompt(tokenizer, p, spec.chat_template), c,
-                             cfg.max_seq_len) for p, c in examples]
+
+    def tokenized(pairs: list[tuple[str, str]]) -> list[dict]:
+        return [tokenize_example(tokenizer, render_prompt(tokenizer, p, spec.chat_template), c,
+                                 cfg.max_seq_len) for p, c in pairs]
+
+    data, eval_data = tokenized(examples), tokenized(eval_examples or [])
     model = _prepare_peft_model(spec, model_dir, cfg)
     trainable, total = model.get_nb_trainable_parameters()
     collator = CompletionCollator(tokenizer.pad_token_id)
@@ -253,43 +321,55 @@ def train_lora(spec: ModelSpec, model_dir: str, examples: list[tuple[str, str]],
         torch.cuda.reset_peak_memory_stats()
     folder = None
     if checkpoint_root is not None:
-        folder = Path(checkpoint_root) / f"{run_name}-{fingerprint(spec, model_dir, data, cfg)}"
+        run_id = fingerprint(spec, model_dir, data, cfg, eval_data)
+        folder = Path(checkpoint_root) / f"{run_name}-{run_id}"
     # A plain Trainer rather than trl's SFTTrainer: the data is already tokenized and masked by
     # tokenize_example (tested above), and SFTTrainer would re-apply its own templating,
     # masking and packing rules, which shift between trl releases.
-    run = run_trainer(model, data, collator, cfg, log, folder)
-    _save_adapter(model, spec, Path(out_dir))
+    run = run_trainer(model, data, collator, cfg, log, folder, eval_data)
+    _save_adapter(model, spec, Path(out_dir))  # run_trainer left the selected weights in model
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)  # the adapter is out: nothing left to resume
-    wall = run["wall_time_s"]
-    # Throughput of this process: after a resume, tokens and wall time count from the resume.
+    train_wall = run["wall_time_s"] - run["eval_time_s"]
+    # Throughput of this process: after a resume, tokens and wall time count from the resume;
+    # validation tokens and time are left out.
     return {
-        **run, "tokens_per_s": collator.n_tokens / wall if wall > 0 else 0.0,
+        **run, "tokens_per_s": collator.n_tokens / train_wall if train_wall > 0 else 0.0,
         "train_tokens": collator.n_tokens, "peak_memory_mb": _peak_memory_mb(),
         "trainable_params": int(trainable), "total_params": int(total), "n_examples": len(data),
-        "n_truncated": sum(d["truncated"] for d in data),
+        "n_truncated": sum(d["truncated"] for d in data), "n_eval_examples": len(eval_data),
+        "n_eval_truncated": sum(d["truncated"] for d in eval_data),
     }
 
 
 def run_trainer(model, data: list[dict], collator, cfg: TrainConfig,
-                log: Callable[[dict], None] | None, checkpoint_dir: Path | None) -> dict:
+                log: Callable[[dict], None] | None, checkpoint_dir: Path | None,
+                eval_data: list[dict] | None = None) -> dict:
     """Run a transformers Trainer, resuming from `checkpoint_dir` when it holds a complete
-    checkpoint; SIGTERM saves a checkpoint and raises Interrupted. Returns the loss metrics,
-    identical whether or not the run was resumed (they come from the trainer's log history,
-    which checkpoints carry)."""
-    from transformers import Trainer
-
+    checkpoint; SIGTERM saves a checkpoint and raises Interrupted. With `eval_data`, evaluates
+    it every epoch (see _Validation) and, with cfg.select_best, leaves the best evaluation's
+    weights in `model`. Returns the loss metrics, identical whether or not the run was resumed
+    (they come from the trainer's log history, which checkpoints carry)."""
     curve: list[dict] = []
+    validation = _Validation(model, cfg, checkpoint_dir) if eval_data else None
     with _trainer_dir(checkpoint_dir) as scratch:
         resume = latest_checkpoint(Path(scratch)) if checkpoint_dir is not None else None
-        if resume is not None and log is not None:
-            for point in _curve(json.loads((resume / "trainer_state.json").read_text())
-                                ["log_history"]):
-                log(point)  # replay the steps before the interruption (e.g. into DVCLive)
+        if resume is not None:
+            history = _points(json.loads((resume / "trainer_state.json").read_text())
+                              ["log_history"])
+            if log is not None:
+                for point in history:
+                    log(point)  # replay the records before the interruption (e.g. into DVCLive)
+            if validation is not None:
+                validation.resume([p for p in history if "eval_loss" in p])
         stop = _StopOnSignal()
-        trainer = Trainer(model=model, train_dataset=data, data_collator=collator,
-                          args=_training_args(cfg, scratch, checkpoints=checkpoint_dir is not None),
-                          callbacks=[_log_callback(curve, log), stop.callback])
+        callbacks = [_log_callback(curve, log), stop.callback]
+        if validation is not None:
+            callbacks.append(validation.callback)
+        trainer = _trainer_class()(
+            model=model, train_dataset=data, eval_dataset=eval_data or None,
+            data_collator=collator, callbacks=callbacks,
+            args=_training_args(cfg, scratch, checkpoints=checkpoint_dir is not None))
         start = time.perf_counter()
         with stop.installed():
             result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -299,7 +379,12 @@ def run_trainer(model, data: list[dict], collator, cfg: TrainConfig,
             raise Interrupted(f"training stopped by signal {stop.signalled} at step "
                               f"{trainer.state.global_step}{where}; run again to resume",
                               signum=stop.signalled)
-    curve = _curve(trainer.state.log_history)
+    points = _points(trainer.state.log_history)
+    curve = [p for p in points if "loss" in p]
+    evals = [p for p in points if "eval_loss" in p]
+    best = _best(evals)
+    if validation is not None and cfg.select_best:
+        validation.restore_best()
     steps = trainer.state.global_step
     # With every step logged (logging_steps 1, the default) the mean over the log history is
     # the exact mean loss, also across a resume; transformers' own value covers only the
@@ -310,13 +395,128 @@ def run_trainer(model, data: list[dict], collator, cfg: TrainConfig,
         "train_loss_final": curve[-1]["loss"] if curve else float("nan"),
         "loss_curve": curve, "wall_time_s": wall, "steps": steps,
         "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
+        "eval_loss_curve": evals, "eval_loss_best": best["eval_loss"] if best else None,
+        "best_step": best["step"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "selected": "best" if validation is not None and cfg.select_best else "last",
+        "eval_time_s": trainer.eval_time_s,
     }
 
 
-def _curve(log_history: list[dict]) -> list[dict]:
-    return [{"step": int(r["step"]), "loss": float(r["loss"]),
-             "learning_rate": float(r.get("learning_rate", 0.0))}
-            for r in log_history if "loss" in r]
+def _trainer_class():
+    """transformers' Trainer whose evaluation leaves the training run as it was: the RNG
+    state (data order, dropout) is restored afterwards and validation tokens are not counted
+    by the collator. The time evaluation takes is summed in `eval_time_s`."""
+    import torch
+    from transformers import Trainer
+
+    class _Trainer(Trainer):
+        eval_time_s = 0.0
+
+        def evaluate(self, *args, **kwargs):
+            start, tokens = time.perf_counter(), getattr(self.data_collator, "n_tokens", None)
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices):  # iterating a DataLoader draws a seed
+                metrics = super().evaluate(*args, **kwargs)
+            if tokens is not None:
+                self.data_collator.n_tokens = tokens
+            self.eval_time_s += time.perf_counter() - start
+            return metrics
+
+    return _Trainer
+
+
+def _better(point: dict, best: dict | None) -> bool:
+    """Whether evaluation `point` beats `best`: a lower loss; ties and NaN keep the earlier."""
+    if best is None:
+        return True
+    loss, best_loss = point["eval_loss"], best["eval_loss"]
+    return not math.isnan(loss) and (math.isnan(best_loss) or loss < best_loss)
+
+
+def _best(evals: list[dict]) -> dict | None:
+    """The evaluation record with the lowest loss, the earliest on ties; None without any."""
+    best = None
+    for point in evals:
+        if _better(point, best):
+            best = point
+    return best
+
+
+class _Validation:
+    """Evaluates at the end of every epoch and at the last step, and keeps the best snapshot.
+
+    `callback` requests the evaluation in on_step_end, so the Trainer runs it before a
+    checkpoint saved at the same step, whose log history then holds it. With cfg.select_best
+    each improvement is copied (trainable parameters only, to the CPU) and, with a checkpoint
+    folder, also written there as best-<step>.safetensors, before any later checkpoint can
+    record it; `resume` reloads the best evaluation of the resumed checkpoint's log history.
+    """
+
+    def __init__(self, model, cfg: TrainConfig, folder: Path | None) -> None:
+        from transformers import TrainerCallback
+
+        self.model, self.select_best, self.folder = model, cfg.select_best, folder
+        self.best: dict | None = None  # the best evaluation record so far
+        self.weights: dict | None = None  # the trainable parameters at that evaluation (CPU)
+        outer = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if float(state.epoch).is_integer() or state.global_step >= state.max_steps:
+                    control.should_evaluate = True
+                return control
+
+            def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+                point = {"step": state.global_step, "epoch": float(state.epoch),
+                         "eval_loss": float(metrics["eval_loss"])}
+                outer.evaluated(point, write=args.should_save)  # one writer when multi-GPU
+
+        self.callback = _Callback()
+
+    def evaluated(self, point: dict, write: bool = True) -> None:
+        """Take a snapshot if `point` is the best evaluation so far (and, with `write`, save it
+        to the checkpoint folder)."""
+        if not self.select_best or not _better(point, self.best):
+            return
+        from safetensors.torch import save_file
+
+        self.best = point
+        self.weights = {name: param.detach().cpu().clone()
+                        for name, param in self.model.named_parameters() if param.requires_grad}
+        if self.folder is not None and write:
+            path = self._file(point["step"])
+            tmp = path.with_name(f".{path.name}.tmp")
+            save_file(self.weights, tmp, metadata={k: str(v) for k, v in point.items()})
+            os.replace(tmp, path)  # never a half-written snapshot under the final name
+
+    def resume(self, evals: list[dict]) -> None:
+        """Take over the best of the evaluations before the interruption, from its file."""
+        from safetensors.torch import load_file
+
+        self.best = _best(evals) if self.select_best else None
+        if self.best is not None:
+            path = self._file(self.best["step"])
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: the best snapshot of the resumed run is "
+                                        f"missing; delete {self.folder} to train from scratch")
+            self.weights = load_file(path)
+
+    def restore_best(self) -> None:
+        """Load the best snapshot's weights back into the model."""
+        import torch
+
+        if self.weights is None:
+            return
+        params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        if params.keys() != self.weights.keys():
+            raise RuntimeError("the best snapshot does not match the trainable parameters")
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(self.weights[name])
+
+    def _file(self, step: int) -> Path:
+        return Path(self.folder) / f"best-{step}.safetensors"
 
 
 def _mean_loss(curve: list[dict]) -> float:
@@ -365,9 +565,11 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return None
 
 
-def fingerprint(spec: ModelSpec, model_dir: str, data: list[dict], cfg: TrainConfig) -> str:
-    """16 hex digits identifying a training run: tokenized data, config, model spec and the
-    model folder's files (name, size, mtime). A checkpoint resumes only the same run."""
+def fingerprint(spec: ModelSpec, model_dir: str, data: list[dict], cfg: TrainConfig,
+                eval_data: list[dict] | None = None) -> str:
+    """16 hex digits identifying a training run: tokenized training and validation data,
+    config, model spec and the model folder's files (name, size, mtime). A checkpoint resumes
+    only the same run."""
     digest = hashlib.sha256()
     setup = {"cfg": dataclasses.asdict(cfg), "spec": dataclasses.asdict(spec),
              "model_dir": str(model_dir)}
@@ -381,6 +583,10 @@ def fingerprint(spec: ModelSpec, model_dir: str, data: list[dict], cfg: TrainCon
                               .encode())
     for row in data:
         digest.update(json.dumps([row["input_ids"], row["labels"]]).encode())
+    if eval_data:  # after a marker: moving a row from training to validation changes the hash
+        digest.update(b"validation")
+        for row in eval_data:
+            digest.update(json.dumps([row["input_ids"], row["labels"]]).encode())
     return digest.hexdigest()[:16]
 
 
