@@ -18,7 +18,7 @@ from pathlib import Path
 from stages._cli import parser, run
 from tunebench.config import ConfigError, check_keys
 from tunebench.io import DataError, read_json, read_jsonl, write_json, write_jsonl
-from tunebench.params import load_params, section
+from tunebench.params import load_params, model_spec, section
 
 SCORE_KEYS = ("n_boot", "seed")
 
@@ -34,11 +34,8 @@ def score_params(params: dict) -> tuple[int, int]:
     return n_boot, seed
 
 
-def bertscore_settings(params: dict) -> dict:
-    """{"model_dir", "num_layers", "label"} from `score.bertscore` (model: a key of models)."""
-    from tunebench.models import resolve_model_dir
-    from tunebench.params import model_spec
-
+def bertscore_params(params: dict):
+    """(ModelSpec, num_layers) of `score.bertscore`: {model: a key of models, num_layers}."""
     cfg = section(params, "score").get("bertscore")
     where = "params.yaml: score.bertscore"
     if not isinstance(cfg, dict):
@@ -47,7 +44,14 @@ def bertscore_settings(params: dict) -> dict:
     layers = cfg["num_layers"]
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
         raise ConfigError(f"{where}.num_layers: expected an int >= 1, got {layers!r}")
-    spec = model_spec(params, cfg["model"], "score.bertscore.model")
+    return model_spec(params, cfg["model"], "score.bertscore.model"), layers
+
+
+def bertscore_settings(params: dict) -> dict:
+    """{"model_dir", "num_layers", "label"} from `score.bertscore` (model: a key of models)."""
+    from tunebench.models import resolve_model_dir
+
+    spec, layers = bertscore_params(params)
     if spec.source == "hub":
         # bert-score loads by name without a revision: fetch the pinned snapshot, pass its path.
         from huggingface_hub import snapshot_download

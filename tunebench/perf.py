@@ -1,6 +1,7 @@
 """`make perf`: speed of prediction and training, measured side by side in one process.
 
 python -m tunebench.perf [--params params.yaml] [--n N] [--out metrics/perf.json]
+                         [--only predict|train|dvc ...]
 
 Same model, inputs and machine for every figure: FPB test prompts (params `perf`), the
 benchmark model (base and with the fine-tuned adapter models/<run>). Prints a table and
@@ -15,6 +16,8 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+
+PARTS = ("predict", "train", "dvc")
 
 
 class PeakRSS:
@@ -147,11 +150,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, help="override perf.n_prompts")
     ap.add_argument("--out", type=Path, default=Path("metrics/perf.json"))
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--only", choices=PARTS, action="append",
+                    help="measure only these parts (repeatable) and keep the other parts of an "
+                         "existing --out file; each part's ratios still come from one run")
     args = ap.parse_args()
+    parts = set(args.only or PARTS) - ({"train"} if args.skip_train else set())
 
     import torch
 
-    from tunebench.io import read_parquet, write_json
+    from tunebench.io import read_json, read_parquet, write_json
     from tunebench.models import load_causal_lm, load_tokenizer, render_prompt, resolve_model_dir
     from tunebench.params import benchmark_model, load_params, section
     from tunebench.parsing import get_parser
@@ -172,28 +179,33 @@ def main() -> None:
     prompts = [render_prompt(tokenizer, task_prompt(task, r), spec.chat_template)
                for r in records]
     labels, parse = list(task.labels), get_parser(task.parser)
-    result = {"n_prompts": len(prompts), "model": spec.name, "threads": torch.get_num_threads(),
-              "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    result = read_json(args.out) if args.only and args.out.is_file() else {}
+    result.update({"model": spec.name, "threads": torch.get_num_threads(),
+                   "device": "cuda" if torch.cuda.is_available() else "cpu"})
     run = params["datasets"][ds]["run"]
-    for system, adapter in (("base", None), ("tuned", Path("models") / run)):
-        model = load_causal_lm(spec, model_dir, quantize=spec.load_in_4bit, adapter_dir=adapter)
-        result[system] = predict_figures(model, tokenizer, prompts, labels, parse, cfg, pcfg,
-                                         system)
-        print(system, json.dumps(result[system]), flush=True)
-        del model
-    if not args.skip_train:
+    if "predict" in parts:
+        result["n_prompts"] = len(prompts)
+        for system, adapter in (("base", None), ("tuned", Path("models") / run)):
+            model = load_causal_lm(spec, model_dir, quantize=spec.load_in_4bit,
+                                   adapter_dir=adapter)
+            result[system] = predict_figures(model, tokenizer, prompts, labels, parse, cfg,
+                                             pcfg, system)
+            print(system, json.dumps(result[system]), flush=True)
+            del model
+    if "train" in parts:
         from tunebench.perf_train import train_figures
 
         result["train"] = train_figures(spec, model_dir, params, cfg)
-    result["dvc_repro_noop"] = dvc_noop_seconds()
+    if "dvc" in parts:
+        result["dvc_repro_noop"] = dvc_noop_seconds()
     write_json(args.out, result)
     print(table(result))
 
 
 def table(r: dict) -> str:
-    lines = [f"perf: {r['n_prompts']} {r['model']} prompts, {r['threads']} threads, {r['device']}",
-             f"{'predict':<22}{'ex/s':>8}{'s':>9}{'x floor':>9}{'peak MB':>9}"]
-    for system in ("base", "tuned"):
+    lines = [f"perf: {r.get('n_prompts')} {r['model']} prompts, {r['threads']} threads, "
+             f"{r['device']}", f"{'predict':<22}{'ex/s':>8}{'s':>9}{'x floor':>9}{'peak MB':>9}"]
+    for system in [s for s in ("base", "tuned") if s in r]:
         for mode in ("floor", "naive", "generate", "loglik"):
             f = r[system][mode]
             lines.append(f"{system + ' ' + mode:<22}{f['examples_per_s']:>8}{f['seconds']:>9}"
@@ -209,8 +221,9 @@ def table(r: dict) -> str:
         for name, f in r["train"].items():
             if isinstance(f, dict):
                 lines.append(f"{name:<22}{f['tokens_per_s']:>11}{f['peak_mb']:>9}")
-    d = r["dvc_repro_noop"]
-    lines.append(f"dvc no-op ({d['command']}): {d['seconds']} s")
+    if "dvc_repro_noop" in r:
+        d = r["dvc_repro_noop"]
+        lines.append(f"dvc no-op ({d['command']}): {d['seconds']} s")
     return "\n".join(lines)
 
 

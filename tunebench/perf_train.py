@@ -60,14 +60,16 @@ class PadTo:
 
 
 def _trainer_run(model, data, collator, steps, batch_size):
-    from transformers import Trainer, TrainingArguments
+    """A Trainer with train-qlora's own arguments (tunebench.train._training_args)."""
+    from transformers import Trainer
 
+    from tunebench.train import TrainConfig, _training_args
+
+    cfg = TrainConfig(max_steps=steps, batch_size=batch_size, learning_rate=1e-4, seed=0,
+                      logging_steps=1000, checkpoint_steps=0)
     with tempfile.TemporaryDirectory() as scratch:
-        args = TrainingArguments(output_dir=scratch, max_steps=steps,
-                                 per_device_train_batch_size=batch_size, learning_rate=1e-4,
-                                 save_strategy="no", report_to="none", use_cpu=True,
-                                 disable_tqdm=True, remove_unused_columns=False, seed=0,
-                                 dataloader_num_workers=0, logging_steps=1000)
+        args = _training_args(cfg, scratch)
+        args.disable_tqdm = True
         Trainer(model=model, args=args, train_dataset=data, data_collator=collator).train()
 
 

@@ -167,17 +167,9 @@ def bertscore_model(params: dict[str, Any]):
     model_spec requires) is fetched at that pinned revision by the score stage
     (stages.score.bertscore_settings, huggingface_hub.snapshot_download); a local or package
     encoder is read from its folder."""
-    from tunebench.params import model_spec, section
+    from stages.score import bertscore_params
 
-    cfg = section(params, "score").get("bertscore")
-    where = "params.yaml: score.bertscore"
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{where}: expected {{model: <key of models>, num_layers: N}}")
-    check_keys(cfg, ("model", "num_layers"), where, ("model", "num_layers"))
-    layers = cfg["num_layers"]
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-        raise ConfigError(f"{where}.num_layers: expected an int >= 1, got {layers!r}")
-    return model_spec(params, cfg["model"], "score.bertscore.model")
+    return bertscore_params(params)[0]
 
 
 def model_keys(params: dict[str, Any], tasks_dir: Path = Path("tasks"),

@@ -1,0 +1,75 @@
+"""`make perf` on a tiny model: every figure present and consistent, the train loops compared
+on the same real tokens, and partial runs (--only) keeping the other parts of the file."""
+
+import json
+
+import pytest
+
+from tunebench import perf
+from tunebench.models import ModelSpec, load_causal_lm, load_tokenizer
+from tunebench.parsing import get_parser
+
+LABELS = ["negative", "neutral", "positive"]
+PROMPTS = [f"Instruction: What is the sentiment of this news? Please choose an answer from "
+           f"{{negative/neutral/positive}}.\nInput: {text}\nAnswer: "
+           for text in ("Profit rose.", "Sales fell sharply.", "The bank kept its guidance.",
+                        "Shares were flat.", "Costs doubled.")]
+CFG = {"naive_batch_size": 2, "naive_max_length": 80, "invariance_batch_sizes": [1, 4],
+       "dataset": "toy", "train_steps": 2, "train_batch_size": 2, "train_pad_to": 64}
+PCFG = {"batch_size": 4, "max_new_tokens": {"base": 6, "tuned": 4}, "stop_strings": None,
+        "share_prefix": True}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    spec = ModelSpec.from_params("tiny", {"source": "local", "path": str(tiny_model_dir),
+                                          "lora_targets": ["q_proj", "v_proj"]})
+    return spec, load_tokenizer(spec, str(tiny_model_dir))
+
+
+def test_predict_figures_are_complete_and_consistent(tiny, tiny_model_dir):
+    spec, tokenizer = tiny
+    model = load_causal_lm(spec, str(tiny_model_dir), quantize=False)
+    parse = get_parser("strict")
+    res = perf.predict_figures(model, tokenizer, PROMPTS, LABELS, parse, CFG, PCFG, "base")
+    assert res["floor"]["x_floor"] == 1.0
+    for mode in ("naive", "generate", "loglik"):
+        f = res[mode]
+        assert f["examples_per_s"] == pytest.approx(len(PROMPTS) / f["seconds"], rel=0.15)
+        assert f["x_floor"] > 0 and f["peak_mb"] > 0  # (floor seconds are too small to divide)
+    assert res["generate_speedup_vs_naive"] > 0
+    assert 0.0 <= res["cap_agreement_vs_512"] <= 1.0
+    assert res["batch_invariance"]["batch_sizes"] == [1, 4]
+    assert res["batch_invariance"]["differ"] == round(
+        (1 - res["batch_invariance"]["agreement"]) * len(PROMPTS))
+    assert sum(res["loglik_label_distribution"].values()) == len(PROMPTS)
+    assert res["max_new_tokens"] == 6
+
+
+def test_train_loops_see_the_same_real_tokens(tiny, tiny_model_dir, tmp_path, monkeypatch):
+    from tunebench.perf_train import train_figures
+
+    spec, _ = tiny
+    folder = tmp_path / "data/instructions/toy/toy"
+    folder.mkdir(parents=True)
+    rows = [{"id": str(i), "prompt": p, "completion": LABELS[i % 3]}
+            for i, p in enumerate(PROMPTS[:4])]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.chdir(tmp_path)
+    out = train_figures(spec, str(tiny_model_dir), {"datasets": {"toy": {"run": "toy"}}}, CFG)
+    tokens = {out[name]["real_tokens"] for name in ("pad_to_512", "ours_dynamic", "bare_pytorch")}
+    assert len(tokens) == 1 and tokens.pop() > 0  # padding is never counted as work
+    assert out["ours_vs_pad512"] == pytest.approx(
+        out["ours_dynamic"]["tokens_per_s"] / out["pad_to_512"]["tokens_per_s"], rel=0.15)
+    assert out["ours_vs_bare"] == pytest.approx(
+        out["ours_dynamic"]["tokens_per_s"] / out["bare_pytorch"]["tokens_per_s"], rel=0.15)
+
+
+def test_table_prints_what_a_partial_run_has():
+    result = {"model": "m", "threads": 2, "device": "cpu",
+              "train": {"pad_to_512": {"tokens_per_s": 10.0, "peak_mb": 5.0},
+                        "ours_vs_pad512": 1.5}}
+    text = perf.table(result)
+    assert "pad_to_512" in text and "10.0" in text and "dvc no-op" not in text
+    result["dvc_repro_noop"] = {"command": "dvc repro", "seconds": 1.2}
+    assert "dvc no-op (dvc repro): 1.2 s" in perf.table(result)
