@@ -25,16 +25,17 @@ def strip_volatile(value):
     return value
 
 
-def _params(model_dir):
-    params = tiny_params(model_dir)
+def _params(model_dir, bert_dir):
+    params = tiny_params(model_dir, bert_dir)
     params["datasets"] = {"fpb": {"run": "fingpt"}}  # one dataset keeps the test short
     params["runs"] = {"fingpt": {"mixture": {"fpb": 1}}}
     return params
 
 
-def test_two_runs_from_scratch_give_identical_results(tmp_path, tiny_model_dir, mirror_dir):
+def test_two_runs_from_scratch_give_identical_results(tmp_path, tiny_model_dir, tiny_bert_dir,
+                                                      mirror_dir):
     env = project_env(mirror_dir)
-    roots = [make_project(tmp_path / name, mirror_dir, _params(tiny_model_dir))
+    roots = [make_project(tmp_path / name, mirror_dir, _params(tiny_model_dir, tiny_bert_dir))
              for name in ("a", "b")]
     # Side by side: the runs share nothing (each project has its own caches and checkpoints).
     procs = [subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=subprocess.PIPE,

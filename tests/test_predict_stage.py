@@ -12,17 +12,17 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tunebench.partial import PartialWriter, load_partial, make_header, partial_path
+from tunebench.partial import PartialWriter, load_partial, make_header
 
 pytestmark = pytest.mark.slow
 LABELS = ["negative", "neutral", "positive"]
 
 
-def setup_stage(tmp_path, model_dir, n_rows, batch_size, max_new):
+def setup_stage(tmp_path, model_dir, n_rows, batch_size, max_new, modes):
     inst = tmp_path / "inst"
     inst.mkdir()
     task = {"dataset": "fpb", "task": "fpb", "labels": LABELS, "parser": "strict",
-            "base_prompt": "zero_shot"}
+            "base_prompt": "zero_shot", "type": "classification", "run": "r"}
     (inst / "task.json").write_text(json.dumps(task))
     words = ["Profit rose", "Shares fell sharply", "The bank said so", "Revenue beat"]
     rows = [{"id": f"t{i}", "completion": LABELS[i % 3],
@@ -33,25 +33,30 @@ def setup_stage(tmp_path, model_dir, n_rows, batch_size, max_new):
     params = {"model": "tiny", "paths": {"model_cache": str(tmp_path / "cache")},
               "models": {"tiny": {"source": "local", "path": str(model_dir),
                                   "chat_template": True}},
+              "runs": {"r": {"mixture": {"fpb": 1}}},
               "predict": {"batch_size": batch_size, "max_new_tokens": {"base": max_new},
-                          "parser": None}}
+                          "parser": None, "modes": modes}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return inst, rows
 
 
-def command(tmp_path, inst, *outs):
-    cmd = [sys.executable, "-m", "stages.predict", "--params", str(tmp_path / "params.yaml"),
-           "--system", "base", "--instructions", str(inst)]
-    for out in outs:
-        cmd += ["--out", out]
-    return cmd
+def command(tmp_path, inst, out_dir):
+    return [sys.executable, "-m", "stages.predict", "--params", str(tmp_path / "params.yaml"),
+            "--system", "base", "--instructions", str(inst), "--out-dir", str(out_dir)]
+
+
+def partial_of(out):
+    """Where predict keeps a mode's finished batches: beside the output folder, since DVC
+    empties that folder before a rerun."""
+    return out.parent.parent / f".{out.parent.name}-{out.name}.partial"
 
 
 def test_modes_from_one_load(tmp_path, tiny_model_dir):
-    inst, rows = setup_stage(tmp_path, tiny_model_dir, 6, 4, 4)
-    gen, ll, ch = tmp_path / "base.jsonl", tmp_path / "base-loglik.jsonl", tmp_path / "c.jsonl"
-    subprocess.run(command(tmp_path, inst, str(gen), f"loglik={ll}", f"choice={ch}"),
-                   cwd=REPO_ROOT, check=True, capture_output=True)
+    inst, rows = setup_stage(tmp_path, tiny_model_dir, 6, 4, 4, ["generate", "loglik", "choice"])
+    pred = tmp_path / "pred" / "base"
+    gen, ll, ch = (pred / f"base{suffix}.jsonl" for suffix in ("", "-loglik", "-choice"))
+    subprocess.run(command(tmp_path, inst, pred), cwd=REPO_ROOT, check=True,
+                   capture_output=True)
     for path, mode in ((gen, "generate"), (ll, "loglik"), (ch, "choice")):
         out = [json.loads(line) for line in path.read_text().splitlines()]
         assert [r["id"] for r in out] == [r["id"] for r in rows]
@@ -61,15 +66,16 @@ def test_modes_from_one_load(tmp_path, tiny_model_dir):
         assert sum(meta["label_distribution"].values()) == 6
         if mode != "generate":
             assert all(r["parsed"] in LABELS for r in out) and meta["invalid"] == 0
-        assert not partial_path(path).exists()
+        assert not partial_of(path).exists()
     assert "scores" in json.loads(ll.read_text().splitlines()[0])
 
 
 def test_killed_run_resumes_with_every_example_once(tmp_path, tiny_model_dir):
-    inst, rows = setup_stage(tmp_path, tiny_model_dir, 60, 1, 8)
-    out = tmp_path / "base.jsonl"
-    part = partial_path(out)
-    proc = subprocess.Popen(command(tmp_path, inst, str(out)), cwd=REPO_ROOT,
+    inst, rows = setup_stage(tmp_path, tiny_model_dir, 60, 1, 8, ["generate"])
+    pred = tmp_path / "pred" / "base"
+    out = pred / "base.jsonl"
+    part = partial_of(out)
+    proc = subprocess.Popen(command(tmp_path, inst, pred), cwd=REPO_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -82,7 +88,7 @@ def test_killed_run_resumes_with_every_example_once(tmp_path, tiny_model_dir):
     assert not out.exists()
     done_before = len(part.read_bytes().splitlines()) - 1
     assert 0 < done_before < len(rows)
-    result = subprocess.run(command(tmp_path, inst, str(out)), cwd=REPO_ROOT, check=True,
+    result = subprocess.run(command(tmp_path, inst, pred), cwd=REPO_ROOT, check=True,
                             capture_output=True, text=True)
     assert "resuming" in result.stdout
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
