@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tunebench.io import DataError
@@ -41,19 +41,33 @@ def split_targets(rows: Sequence[Mapping], labels: Sequence[str], where: str) ->
     return targets
 
 
-def index_predictions(
-    rows: Sequence[Mapping], targets: Mapping[str, str], labels: Sequence[str], where: str
-) -> dict[str, Mapping]:
-    """Prediction rows keyed by id, checked to cover exactly the test ids with valid values."""
+def _index_by_id(rows: Sequence[Mapping], targets: Mapping[str, str], where: str,
+                 check_row: Callable[[Mapping, str], None]) -> dict[str, Mapping]:
+    """Rows keyed by id, checked to cover exactly the test ids (no duplicate, extra or missing
+    id); `check_row(row, at)` raises on a row whose own values are wrong."""
     by_id: dict[str, Mapping] = {}
-    allowed = set(labels) | {INVALID}
     for lineno, row in enumerate(rows, start=1):
-        rid, target, parsed = row["id"], row["target"], row["parsed"]
-        at = f"{where}:{lineno}"
+        rid, at = row["id"], f"{where}:{lineno}"
         if rid in by_id:
             raise DataError(f"{at}: duplicate id {rid!r}")
         if rid not in targets:
             raise DataError(f"{at}: extra id {rid!r} is not in the test split")
+        check_row(row, at)
+        by_id[rid] = row
+    missing = [rid for rid in targets if rid not in by_id]
+    if missing:
+        raise DataError(f"{where}: missing {len(missing)} test id(s), e.g. {missing[0]!r}")
+    return by_id
+
+
+def index_predictions(
+    rows: Sequence[Mapping], targets: Mapping[str, str], labels: Sequence[str], where: str
+) -> dict[str, Mapping]:
+    """Prediction rows keyed by id, checked to cover exactly the test ids with valid values."""
+    allowed = set(labels) | {INVALID}
+
+    def check_row(row: Mapping, at: str) -> None:
+        rid, target, parsed = row["id"], row["target"], row["parsed"]
         if target not in labels:
             raise DataError(f"{at}: id {rid!r}: target {target!r} is not one of {list(labels)}")
         if target != targets[rid]:
@@ -62,11 +76,8 @@ def index_predictions(
         if parsed not in allowed:
             raise DataError(f"{at}: id {rid!r}: parsed {parsed!r} is neither a label nor "
                             f"{INVALID!r}")
-        by_id[rid] = row
-    missing = [rid for rid in targets if rid not in by_id]
-    if missing:
-        raise DataError(f"{where}: missing {len(missing)} test id(s), e.g. {missing[0]!r}")
-    return by_id
+
+    return _index_by_id(rows, targets, where, check_row)
 
 
 def check_meta(meta: Mapping, system: str, n: int, dataset: str, where: str) -> None:
@@ -194,24 +205,17 @@ def score_dataset(
 def index_summaries(rows: Sequence[Mapping], targets: Mapping[str, str], where: str,
                     ) -> dict[str, Mapping]:
     """Summary rows keyed by id: exactly the test ids, the test split's target, text answers."""
-    by_id: dict[str, Mapping] = {}
-    for lineno, row in enumerate(rows, start=1):
-        rid, at = row["id"], f"{where}:{lineno}"
-        if rid in by_id:
-            raise DataError(f"{at}: duplicate id {rid!r}")
-        if rid not in targets:
-            raise DataError(f"{at}: extra id {rid!r} is not in the test split")
+
+    def check_row(row: Mapping, at: str) -> None:
+        rid = row["id"]
         if row["target"] != targets[rid]:
             raise DataError(f"{at}: id {rid!r}: target differs from the test split's first "
                             "reference")
         if not isinstance(row["parsed"], str):
             raise DataError(f"{at}: id {rid!r}: parsed must be the summary text, got "
                             f"{row['parsed']!r}")
-        by_id[rid] = row
-    missing = [rid for rid in targets if rid not in by_id]
-    if missing:
-        raise DataError(f"{where}: missing {len(missing)} test id(s), e.g. {missing[0]!r}")
-    return by_id
+
+    return _index_by_id(rows, targets, where, check_row)
 
 
 def score_summaries(
