@@ -15,7 +15,7 @@ PROMPTS = [f"Instruction: What is the sentiment of this news? Please choose an a
            for text in ("Profit rose.", "Sales fell sharply.", "The bank kept its guidance.",
                         "Shares were flat.", "Costs doubled.")]
 CFG = {"naive_batch_size": 2, "naive_max_length": 80, "invariance_batch_sizes": [1, 4],
-       "dataset": "toy", "train_steps": 2, "train_batch_size": 2, "train_pad_to": 64}
+       "generate_batch_sizes": [2, 5], "dataset": "toy", "train_steps": 2, "train_batch_size": 2, "train_pad_to": 64}
 PCFG = {"batch_size": 4, "max_new_tokens": {"base": 6, "tuned": 4}, "stop_strings": None,
         "share_prefix": True}
 
@@ -45,6 +45,13 @@ def test_predict_figures_are_complete_and_consistent(tiny, tiny_model_dir):
         (1 - res["batch_invariance"]["agreement"]) * len(PROMPTS))
     assert sum(res["loglik_label_distribution"].values()) == len(PROMPTS)
     assert res["max_new_tokens"] == 6
+    # The sweep re-times generate at other batch sizes; greedy labels must match batch 4's.
+    assert set(res["generate_batch_sizes"]) == {"2", "5"}
+    for f in res["generate_batch_sizes"].values():
+        assert f["examples_per_s"] > 0 and f["speedup_vs_naive"] > 0
+        assert f["agreement_vs_batch_4"] == 1.0
+    assert "generate at batch 5" in perf.table({"model": "tiny", "threads": 1, "device": "cpu",
+                                                 "n_prompts": 5, "base": res})
 
 
 def test_train_loops_see_the_same_real_tokens(tiny, tiny_model_dir, tmp_path, monkeypatch):

@@ -131,6 +131,15 @@ def predict_figures(model, tokenizer, prompts, labels, parse, cfg, pcfg, system)
     res["loglik_label_distribution"] = {lab: ll_pred.count(lab) for lab in labels}
     res["invalid"] = {"naive": naive_p.count("INVALID"), "generate": ours_p.count("INVALID")}
     res["max_new_tokens"], res["stop_strings"] = cap, stops
+    res["generate_batch_sizes"] = {}
+    for size in cfg.get("generate_batch_sizes") or []:
+        texts, secs, mem = timed(lambda size=size: generate(
+            model, tokenizer, prompts, size, cap, stops, False, pcfg.get("share_prefix", True)))
+        same = sum(parse(t, labels) == p for t, p in zip(texts, ours_p, strict=True))
+        res["generate_batch_sizes"][str(size)] = {
+            "examples_per_s": round(n / secs, 3), "seconds": round(secs, 2), "peak_mb": mem,
+            "speedup_vs_naive": round(naive_s / secs, 2),
+            f"agreement_vs_batch_{pcfg['batch_size']}": round(same / n, 4)}
     return res
 
 
@@ -216,6 +225,9 @@ def table(r: dict) -> str:
                      f"{s['batch_invariance']['batch_sizes']} agreement "
                      f"{s['batch_invariance']['agreement']:.1%}; loglik labels "
                      f"{s['loglik_label_distribution']}")
+        for size, f in s.get("generate_batch_sizes", {}).items():
+            lines.append(f"  {system}: generate at batch {size}: {f['examples_per_s']} ex/s, "
+                         f"{f['speedup_vs_naive']}x naive, peak {f['peak_mb']} MB")
     if "train" in r:
         lines.append(f"{'train':<22}{'real tok/s':>11}{'peak MB':>9}")
         for name, f in r["train"].items():
