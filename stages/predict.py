@@ -40,7 +40,7 @@ from tunebench.params import (
     section,
 )
 from tunebench.parsing import INVALID, get_parser
-from tunebench.provenance import model_provenance, package_versions
+from tunebench.provenance import hardware, model_provenance, package_versions
 
 PREDICT_KEYS = {"batch_size", "max_new_tokens", "parser", "stop_strings", "share_prefix",
                 "calibrate", "content_free", "modes"}
@@ -181,7 +181,7 @@ def predict_encoder(spec, system: str, adapter: Path | None, task, rows, cfg, pa
                     out_dir: Path) -> None:
     """An encoder classifier: argmax over its head (untrained for base: seeded like the head
     the fine-tuning started from). Never INVALID."""
-    from tunebench.encoder import load_encoder_cls, predict_encoder_cls
+    from tunebench.encoder import input_texts, load_encoder_cls, predict_encoder_cls
     from tunebench.generate import prompt_sha256
     from tunebench.models import load_tokenizer
     from tunebench.train import TrainConfig
@@ -192,8 +192,6 @@ def predict_encoder(spec, system: str, adapter: Path | None, task, rows, cfg, pa
     tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
     model, _ = load_encoder_cls(spec, model_dir, task["labels"], spec.load_in_4bit,
                                 seed=train.seed, adapter_dir=adapter)
-    from stages.train_qlora import input_texts
-
     texts = input_texts(rows, Path(task["dataset"]))
     start = time.perf_counter()
     labels = predict_encoder_cls(model, tokenizer, texts, task["labels"], cfg["batch_size"],
@@ -225,7 +223,8 @@ def write_predictions(out: Path, task, rows, hashes, raws, parsed, info: dict) -
     meta = {"system": out.name.removesuffix(".jsonl"), "kind": kind, "dataset": task["dataset"],
             **info, "n": len(result), "seconds": round(seconds, 3),
             "examples_per_s": round(len(result) / max(seconds, 1e-9), 3),
-            "packages": package_versions(), **_answer_counts(task, parsed)}
+            "packages": package_versions(), "hardware": hardware(),
+            **_answer_counts(task, parsed)}
     write_json(out.with_suffix(".meta.json"), meta)
     print(f"predict {task['dataset']} {meta['system']} ({meta['mode']}): {len(result)} rows, "
           f"{meta['examples_per_s']:.2f} examples/s")
@@ -289,7 +288,7 @@ def predict_one_mode(mode, out, model, tokenizer, system_kind, task, rows, promp
         "dataset": task["dataset"], **provenance, **mode_settings,
         "n": len(result), **_answer_counts(task, parsed),
         "seconds": round(seconds, 3), "examples_per_s": round(len(todo) / max(seconds, 1e-9), 3),
-        "packages": package_versions()}
+        "packages": package_versions(), "hardware": hardware()}
     if mode == "generate":
         meta["parser"] = parser
     if mode == "loglik":

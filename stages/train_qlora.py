@@ -24,7 +24,7 @@ from stages._cli import parser, run
 from tunebench.config import ConfigError
 from tunebench.io import DataError, check_unique_ids, read_json, read_jsonl, write_json
 from tunebench.params import load_params, run_entry, run_model, section
-from tunebench.provenance import model_provenance, package_versions
+from tunebench.provenance import hardware, model_provenance, package_versions
 
 
 def mixture_examples(instructions: Path, mixture: dict[str, int], where: str,
@@ -67,15 +67,6 @@ def label_list(instructions: Path, mixture: dict[str, int]) -> list[str]:
     return list(next(iter(distinct)))
 
 
-def input_texts(rows: list[dict], where: Path) -> list[str]:
-    """The bare input texts an encoder reads (format-instructions writes them as "text")."""
-    missing = [r["id"] for r in rows if not isinstance(r.get("text"), str)]
-    if missing:
-        raise DataError(f"{where}: {len(missing)} row(s) lack a string field 'text' (an "
-                        f"encoder reads the bare input), e.g. id {missing[0]!r}")
-    return [r["text"] for r in rows]
-
-
 SUMMARY_KEYS = ("train_loss", "train_loss_final", "wall_time_s", "tokens_per_s", "train_tokens",
                 "peak_memory_mb", "trainable_params", "total_params", "n_examples",
                 "n_truncated", "steps", "resumed_from_step", "n_eval_examples",
@@ -103,7 +94,7 @@ def train_family(spec, model_dir: str, rows: list[dict], eval_rows: list[dict], 
 
         return train_seq2seq_lora(spec, model_dir, [(r["prompt"], r["completion"]) for r in rows],
                                   cfg, out, log=log)
-    from tunebench.encoder import train_encoder_cls_lora
+    from tunebench.encoder import input_texts, train_encoder_cls_lora
 
     return train_encoder_cls_lora(spec, model_dir, input_texts(rows, instructions),
                                   [r["completion"] for r in rows],
@@ -172,7 +163,9 @@ def main() -> None:
         "run": args.run, "mixture": counts, "validation": eval_counts,
         "model": model_provenance(spec), "train_qlora": vars(cfg),
         "quantization": result.get("quantization"), "selected": result.get("selected"),
-        "eval_loss_curve": result.get("eval_loss_curve"), "packages": package_versions()})
+        "eval_loss_curve": result.get("eval_loss_curve"), "packages": package_versions(),
+        "mixed_precision": dict(zip(("bf16", "fp16"), cfg.mixed_precision(), strict=True)),
+        "hardware": hardware()})
     print(f"train-qlora {args.run}: {result['steps']} steps, loss {result['train_loss']:.4f}, "
           f"{result['tokens_per_s']:.0f} tokens/s, adapter -> {args.out}")
 

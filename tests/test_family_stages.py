@@ -101,6 +101,10 @@ def test_encoder_run_trains_its_own_model_and_answers_by_argmax(root):
     assert live["n_examples"] == 4 and live["steps"] == 4
     provenance = json.loads((root / "live/enc/provenance.json").read_text())
     assert provenance["model"]["name"] == "bert"
+    # CPU here: fp16 is never used on CPU; bf16 follows the CPU's native bf16 flags.
+    assert provenance["mixed_precision"] == {
+        "bf16": bool(provenance["hardware"]["cpu_bf16_flags"]), "fp16": False}
+    assert provenance["hardware"]["gpu"] is None
     for system in ("base", "tuned"):
         rows = _read(pred / system / f"{system}.jsonl")
         meta = json.loads((pred / system / f"{system}.meta.json").read_text())

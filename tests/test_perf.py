@@ -15,7 +15,8 @@ PROMPTS = [f"Instruction: What is the sentiment of this news? Please choose an a
            for text in ("Profit rose.", "Sales fell sharply.", "The bank kept its guidance.",
                         "Shares were flat.", "Costs doubled.")]
 CFG = {"naive_batch_size": 2, "naive_max_length": 80, "invariance_batch_sizes": [1, 4],
-       "generate_batch_sizes": [2, 5], "dataset": "toy", "train_steps": 2, "train_batch_size": 2, "train_pad_to": 64}
+       "generate_batch_sizes": [2, 5], "dataset": "toy", "train_steps": 2, "train_batch_size": 2,
+       "train_pad_to": 64}
 PCFG = {"batch_size": 4, "max_new_tokens": {"base": 6, "tuned": 4}, "stop_strings": None,
         "share_prefix": True}
 
@@ -65,12 +66,15 @@ def test_train_loops_see_the_same_real_tokens(tiny, tiny_model_dir, tmp_path, mo
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.chdir(tmp_path)
     out = train_figures(spec, str(tiny_model_dir), {"datasets": {"toy": {"run": "toy"}}}, CFG)
-    tokens = {out[name]["real_tokens"] for name in ("pad_to_512", "ours_dynamic", "bare_pytorch")}
+    loops = ("pad_to_512", "ours_dynamic", "ours_grouped", "ours_packed", "bare_pytorch")
+    tokens = {out[name]["real_tokens"] for name in loops}
     assert len(tokens) == 1 and tokens.pop() > 0  # padding is never counted as work
     assert out["ours_vs_pad512"] == pytest.approx(
         out["ours_dynamic"]["tokens_per_s"] / out["pad_to_512"]["tokens_per_s"], rel=0.15)
     assert out["ours_vs_bare"] == pytest.approx(
         out["ours_dynamic"]["tokens_per_s"] / out["bare_pytorch"]["tokens_per_s"], rel=0.15)
+    assert out["ours_packed_vs_dynamic"] == pytest.approx(
+        out["ours_packed"]["tokens_per_s"] / out["ours_dynamic"]["tokens_per_s"], rel=0.15)
 
 
 def test_table_prints_what_a_partial_run_has():
@@ -81,3 +85,24 @@ def test_table_prints_what_a_partial_run_has():
     assert "pad_to_512" in text and "10.0" in text and "dvc no-op" not in text
     result["dvc_repro_noop"] = {"command": "dvc repro", "seconds": 1.2}
     assert "dvc no-op (dvc repro): 1.2 s" in perf.table(result)
+
+
+@pytest.mark.slow
+def test_dvc_noop_is_timed_only_on_an_up_to_date_pipeline(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
+                ["dvc", "config", "core.analytics", "false"]):
+        subprocess.run(cmd, check=True)
+    (tmp_path / "in.txt").write_text("a\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  copy:\n    cmd: cp in.txt out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
+    subprocess.run(["dvc", "repro", "-q"], check=True)
+    done = perf.dvc_noop_seconds(runs=2)
+    assert done["up_to_date"] is True and done["command"] == "dvc repro"
+    assert done["stages"] == 1 and len(done["runs"]) == 2 and done["seconds"] in done["runs"]
+    (tmp_path / "in.txt").write_text("b\n")  # stale: only a dry run is timed, and says so
+    stale = perf.dvc_noop_seconds(runs=1)
+    assert stale["up_to_date"] is False and stale["command"] == "dvc repro --dry"
+    assert (tmp_path / "out.txt").read_text() == "a\n"  # the dry run changed nothing

@@ -63,6 +63,7 @@ def test_modes_from_one_load(tmp_path, tiny_model_dir):
         meta = json.loads(path.with_suffix(".meta.json").read_text())
         assert meta["mode"] == mode and meta["kind"] == "base" and meta["n"] == 6
         assert meta["system"] == path.stem
+        assert meta["hardware"]["machine"] and meta["hardware"]["torch_threads"] >= 1
         assert sum(meta["label_distribution"].values()) == 6
         if mode != "generate":
             assert all(r["parsed"] in LABELS for r in out) and meta["invalid"] == 0

@@ -13,8 +13,12 @@ from tunebench.models import ModelSpec, load_causal_lm, load_tokenizer, render_p
 from tunebench.train import (
     IGNORE_INDEX,
     CompletionCollator,
+    PackedCollator,
     TrainConfig,
+    _training_args,
     fingerprint,
+    pad_rows,
+    reject_packing,
     tokenize_example,
     train_lora,
 )
@@ -40,6 +44,7 @@ def test_config_defaults_and_unknown_key():
     ({"bf16": "yes"}, "bf16"), ({"lora_r": 0}, "lora_r"), ({"warmup_ratio": 1.0}, "warmup_ratio"),
     ({"optim": "sgd"}, "optim"), ({"gradient_checkpointing": "False"}, "gradient_checkpointing"),
     ({"batch_size": 2.5}, "batch_size"), ({"select_best": "yes"}, "select_best"),
+    ({"packing": 1}, "packing"), ({"group_by_length": "true"}, "group_by_length"),
 ])
 def test_config_rejects_bad_values(params, key):
     with pytest.raises(ValueError, match=rf"train\.{key}"):
@@ -81,6 +86,63 @@ def test_collator_pads_to_longest_in_batch(tokenizer):
     assert batch["labels"][0, first:].tolist() == [IGNORE_INDEX] * (longest - first)
     assert batch["attention_mask"].sum().item() == collator.n_tokens == sum(
         len(r["input_ids"]) for r in rows)
+
+
+def test_pad_rows():
+    assert pad_rows([[1, 2, 3], [4], []], 0) == [[1, 2, 3], [4, 0, 0], [0, 0, 0]]
+
+
+def test_packed_batch_has_the_loss_and_gradients_of_the_padded_batch(tokenizer, tiny_model_dir):
+    """Packing must not let an example attend to its neighbour: the loss (mean over completion
+    tokens) and the gradients of one packed row equal those of the right-padded batch."""
+    import torch
+
+    spec = ModelSpec.from_params("tiny", {"source": "local", "path": str(tiny_model_dir)})
+    model = load_causal_lm(spec, str(tiny_model_dir), quantize=False)
+    rows = [tokenize_example(tokenizer, p, c, 512) for p, c in
+            ((PROMPT, "positive"), ("Input: Shares fell.\nAnswer: ", "negative"),
+             ("a b c", "neutral"))]
+    packer, padder = PackedCollator(), CompletionCollator(tokenizer.pad_token_id)
+    packed, padded = packer(rows), padder(rows)
+    total = sum(len(r["input_ids"]) for r in rows)
+    assert packed["input_ids"].shape == (1, total) and "attention_mask" not in packed
+    assert packed["use_cache"] is False
+    assert packed["position_ids"][0, :len(rows[0]["input_ids"])].tolist() == list(
+        range(len(rows[0]["input_ids"])))
+    assert packer.n_tokens == padder.n_tokens == total
+    grads = []
+    for batch in (packed, padded):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    (loss_packed, g_packed), (loss_padded, g_padded) = grads
+    assert loss_packed == pytest.approx(loss_padded, rel=1e-5)
+    for a, b in zip(g_packed, g_padded, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    # Without the position-id restarts, examples would see each other: the loss differs.
+    leaky = dict(packed, position_ids=torch.arange(total)[None])
+    assert model(**leaky).loss.item() != pytest.approx(loss_padded, rel=1e-3)
+
+
+def test_group_by_length_and_packing_reach_the_trainer(tiny_model_dir, tmp_path):
+    assert _training_args(TrainConfig(), "unused").train_sampling_strategy == "random"
+    grouped = _training_args(TrainConfig(group_by_length=True), "unused")
+    assert grouped.train_sampling_strategy == "group_by_length"
+    spec = ModelSpec.from_params("tiny", {"source": "local", "path": str(tiny_model_dir),
+                                          "load_in_4bit": True})
+    examples = [(PROMPT, "positive"), ("Input: Shares fell.\nAnswer: ", "negative"),
+                ("Input: x\nAnswer: ", "neutral")] * 2
+    cfg = TrainConfig(max_steps=3, batch_size=2, bf16=False, group_by_length=True, packing=True)
+    metrics = train_lora(spec, str(tiny_model_dir), examples, cfg, tmp_path / "adapter")
+    assert metrics["steps"] == 3 and math.isfinite(metrics["train_loss"])
+    assert metrics["train_tokens"] > 0  # counted by the packing collator
+
+
+def test_packing_is_refused_outside_causal_lms():
+    reject_packing(TrainConfig(), "encoder_cls")  # off: nothing to refuse
+    with pytest.raises(ValueError, match=r"train_qlora\.packing is for causal LMs.*encoder_cls"):
+        reject_packing(TrainConfig(packing=True), "encoder_cls")
 
 
 def test_qlora_train_save_reload_generate(tiny_model_dir, tmp_path):

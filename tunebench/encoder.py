@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunebench.families import TINY_TEXTS, fit, load_kwargs, quantization_plan
+from tunebench.io import DataError
 from tunebench.models import ModelSpec
-from tunebench.train import TrainConfig, _save_adapter, prepare_for_lora
+from tunebench.train import TrainConfig, _save_adapter, pad_rows, prepare_for_lora, reject_packing
 
 # Names transformers' *ForSequenceClassification classes give the layers they add on top of the
 # encoder (+ BERT's pooler, absent from some checkpoints): kept out of 4-bit, since they train.
@@ -73,15 +74,22 @@ class ClassCollator:
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
-        width = max(len(f["input_ids"]) for f in features)
-        ids = [f["input_ids"] + [self.pad_token_id] * (width - len(f["input_ids"]))
-               for f in features]
-        mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
-        self.n_tokens += sum(len(f["input_ids"]) for f in features)
-        batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        rows = [f["input_ids"] for f in features]
+        self.n_tokens += sum(len(row) for row in rows)
+        batch = {"input_ids": torch.tensor(pad_rows(rows, self.pad_token_id)),
+                 "attention_mask": torch.tensor(pad_rows([[1] * len(row) for row in rows], 0))}
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([f["labels"] for f in features])
         return batch
+
+
+def input_texts(rows: list[dict], where: Path) -> list[str]:
+    """The bare input texts an encoder reads (format-instructions writes them as "text")."""
+    missing = [r["id"] for r in rows if not isinstance(r.get("text"), str)]
+    if missing:
+        raise DataError(f"{where}: {len(missing)} row(s) lack a string field 'text' (an "
+                        f"encoder reads the bare input), e.g. id {missing[0]!r}")
+    return [r["text"] for r in rows]
 
 
 def train_encoder_cls_lora(spec: ModelSpec, model_dir: str, texts: list[str], labels: list[str],
@@ -93,6 +101,7 @@ def train_encoder_cls_lora(spec: ModelSpec, model_dir: str, texts: list[str], la
 
     from tunebench.models import load_tokenizer
 
+    reject_packing(cfg, spec.family)
     if not texts or len(texts) != len(labels):
         raise ValueError(f"need as many labels as texts (> 0), got {len(texts)} and {len(labels)}")
     index = {label: i for i, label in enumerate(label_list)}
@@ -137,7 +146,9 @@ def predict_encoder_cls(model, tokenizer, texts: list[str], label_list: list[str
 
 
 def build_tiny_bert(out_dir: Path, seed: int = 0) -> Path:
-    """A tiny random BERT encoder (no head, like MiniLM) + a locally trained WordPiece."""
+    """A tiny random BERT encoder (no head, like MiniLM) + a locally trained WordPiece.
+
+    Widths are multiples of 64 for the reason given in seq2seq.build_tiny_t5."""
     import torch
     from tokenizers import (
         Tokenizer,
@@ -163,8 +174,8 @@ def build_tiny_bert(out_dir: Path, seed: int = 0) -> Path:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=wp, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
         sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=128, max_position_embeddings=128,
                         pad_token_id=0)
     torch.manual_seed(seed)
     out_dir = Path(out_dir)

@@ -1,6 +1,7 @@
 """Resumable row output: finished batches are appended to a partial file beside the output.
 
-The partial file is a hidden sibling (`.<name>.partial`), never a DVC out. Its first line is
+The partial file is a hidden file that the caller names beside its output (predict: beside
+the output folder, `.<folder>-<file>.partial`), never a DVC out. Its first line is
 a header (settings + a hash of every prompt); a rerun whose header matches keeps the rows
 already there and computes only the rest, so a killed run finishes with every example
 exactly once. A torn last line (killed mid-write) is ignored; a header that does not match
@@ -15,11 +16,6 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-
-def partial_path(out: Path) -> Path:
-    out = Path(out)
-    return out.with_name(f".{out.name}.partial")
 
 
 def make_header(settings: Mapping[str, Any], ids: Sequence[str], prompt_hashes: Sequence[str],

@@ -1,13 +1,15 @@
-"""Training throughput for `make perf`: real (non-pad) tokens/s of three loops on the same
-examples and model: HF Trainer with every batch padded to 512, HF Trainer with our dynamic
-collation (tunebench.train.CompletionCollator, what train_lora uses), and a bare PyTorch
-forward/backward/step loop over the same dynamically collated batches."""
+"""Training throughput for `make perf`: real (non-pad) tokens/s of five loops on the same
+examples and model: HF Trainer with every batch padded to 512; HF Trainer with our dynamic
+collation (tunebench.train.CompletionCollator, what train_lora uses by default), also with
+length-grouped batches (train_qlora.group_by_length) and with packing (train_qlora.packing,
+tunebench.train.PackedCollator); and a bare PyTorch forward/backward/step loop over the
+dynamically collated batches."""
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -59,14 +61,14 @@ class PadTo:
         return batch
 
 
-def _trainer_run(model, data, collator, steps, batch_size):
+def _trainer_run(model, data, collator, steps, batch_size, group_by_length=False):
     """A Trainer with train-qlora's own arguments (tunebench.train._training_args)."""
     from transformers import Trainer
 
     from tunebench.train import TrainConfig, _training_args
 
     cfg = TrainConfig(max_steps=steps, batch_size=batch_size, learning_rate=1e-4, seed=0,
-                      logging_steps=1000, checkpoint_steps=0)
+                      logging_steps=1000, checkpoint_steps=0, group_by_length=group_by_length)
     with tempfile.TemporaryDirectory() as scratch:
         args = _training_args(cfg, scratch)
         args.disable_tqdm = True
@@ -88,16 +90,19 @@ def _bare_run(model, data, collator, steps, batch_size):
 def train_figures(spec, model_dir, params, cfg) -> dict:
     from tunebench.models import load_tokenizer
     from tunebench.perf import timed
-    from tunebench.train import CompletionCollator
+    from tunebench.train import CompletionCollator, PackedCollator
 
     tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
     steps, bs = cfg["train_steps"], cfg["train_batch_size"]
     data = _examples(params, cfg, tokenizer, spec, steps * bs)
-    out = {}
+    pad_id, out = tokenizer.pad_token_id, {}
+    grouped = functools.partial(_trainer_run, group_by_length=True)
     for name, collator, loop in (
-            ("pad_to_512", PadTo(tokenizer.pad_token_id, cfg["train_pad_to"]), _trainer_run),
-            ("ours_dynamic", CompletionCollator(tokenizer.pad_token_id), _trainer_run),
-            ("bare_pytorch", CompletionCollator(tokenizer.pad_token_id), _bare_run)):
+            ("pad_to_512", PadTo(pad_id, cfg["train_pad_to"]), _trainer_run),
+            ("ours_dynamic", CompletionCollator(pad_id), _trainer_run),
+            ("ours_grouped", CompletionCollator(pad_id), grouped),  # train_qlora.group_by_length
+            ("ours_packed", PackedCollator(), _trainer_run),  # train_qlora.packing
+            ("bare_pytorch", CompletionCollator(pad_id), _bare_run)):
         model = _peft(spec, model_dir)
         _, secs, mem = timed(lambda m=model, c=collator, f=loop: f(m, data, c, steps, bs))
         out[name] = {"tokens_per_s": round(collator.n_tokens / secs, 1),
@@ -109,5 +114,7 @@ def train_figures(spec, model_dir, params, cfg) -> dict:
                                   / out["pad_to_512"]["tokens_per_s"], 2)
     out["ours_vs_bare"] = round(out["ours_dynamic"]["tokens_per_s"]
                                 / out["bare_pytorch"]["tokens_per_s"], 2)
-    _ = time
+    for name in ("ours_grouped", "ours_packed"):
+        out[f"{name}_vs_dynamic"] = round(out[name]["tokens_per_s"]
+                                          / out["ours_dynamic"]["tokens_per_s"], 2)
     return out

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from tunebench.families import TINY_TEXTS, fit, load_kwargs, quantization_plan
 from tunebench.models import ModelSpec
-from tunebench.train import IGNORE_INDEX, TrainConfig, _save_adapter, prepare_for_lora
+from tunebench.train import (
+    IGNORE_INDEX,
+    TrainConfig,
+    _save_adapter,
+    pad_rows,
+    prepare_for_lora,
+    reject_packing,
+)
 
 
 def load_seq2seq(spec: ModelSpec, model_dir: str, quantize: bool,
@@ -62,15 +69,11 @@ class PairCollator:
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
-        src = max(len(f["input_ids"]) for f in features)
-        tgt = max(len(f["labels"]) for f in features)
-        batch: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
-        for f in features:
-            n, m = len(f["input_ids"]), len(f["labels"])
-            batch["input_ids"].append(f["input_ids"] + [self.pad_token_id] * (src - n))
-            batch["attention_mask"].append([1] * n + [0] * (src - n))
-            batch["labels"].append(f["labels"] + [IGNORE_INDEX] * (tgt - m))
-            self.n_tokens += n + m
+        sources, targets = [f["input_ids"] for f in features], [f["labels"] for f in features]
+        self.n_tokens += sum(len(row) for row in sources + targets)
+        batch = {"input_ids": pad_rows(sources, self.pad_token_id),
+                 "attention_mask": pad_rows([[1] * len(row) for row in sources], 0),
+                 "labels": pad_rows(targets, IGNORE_INDEX)}
         return {key: torch.tensor(rows, dtype=torch.long) for key, rows in batch.items()}
 
 
@@ -84,6 +87,7 @@ def train_seq2seq_lora(spec: ModelSpec, model_dir: str, examples: list[tuple[str
 
     from tunebench.models import load_tokenizer
 
+    reject_packing(cfg, spec.family)
     if not examples:
         raise ValueError("train_seq2seq_lora got no examples")
     set_seed(cfg.seed)
@@ -137,7 +141,11 @@ def generate_seq2seq(model, tokenizer, sources: list[str], batch_size: int = 8,
 
 
 def build_tiny_t5(out_dir: Path, seed: int = 0) -> Path:
-    """A tiny random T5 (d_model 32, 2+2 layers) with a locally trained unigram tokenizer."""
+    """A tiny random T5 (d_model 64, 2+2 layers) with a locally trained unigram tokenizer.
+
+    Every linear layer's input width is a multiple of 64: on CPUs with AVX512-BF16,
+    bitsandbytes repacks NF4 weights for inference in blocks of 64 inputs x 32 outputs and
+    fails on narrower layers."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
@@ -153,7 +161,7 @@ def build_tiny_t5(out_dir: Path, seed: int = 0) -> Path:
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=uni, pad_token="<pad>", eos_token="</s>",
                                         unk_token="<unk>", model_max_length=512)
-    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+    config = T5Config(vocab_size=len(tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2,
                       num_decoder_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1,
                       decoder_start_token_id=0, tie_word_embeddings=False)
     torch.manual_seed(seed)

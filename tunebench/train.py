@@ -74,6 +74,12 @@ class TrainConfig:
     # With validation examples: save the adapter of the evaluation with the lowest validation
     # loss (the earlier one on ties) rather than the last one.
     select_best: bool = True
+    # Batches of similar lengths (transformers' LengthGroupedSampler): less padding, a
+    # less random order. Off by default, as in transformers.
+    group_by_length: bool = False
+    # Lay each batch's examples end to end in one row without padding (causal LMs only; the
+    # position ids restart per example, so attention stays within each example).
+    packing: bool = False
 
     @classmethod
     def from_params(cls, params: dict[str, Any], where: str = "train") -> TrainConfig:
@@ -157,6 +163,12 @@ def tokenize_example(tokenizer, prompt: str, completion: str, max_seq_len: int) 
     }
 
 
+def pad_rows(rows: list[list[int]], value: int) -> list[list[int]]:
+    """Right-pad every row with `value` to the longest row's length."""
+    width = max(len(row) for row in rows)
+    return [row + [value] * (width - len(row)) for row in rows]
+
+
 @dataclass
 class CompletionCollator:
     """Pads a batch to its own longest example (not to max_seq_len); counts real tokens."""
@@ -167,15 +179,44 @@ class CompletionCollator:
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
-        width = max(len(f["input_ids"]) for f in features)
-        batch: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
-        for f in features:
-            pad = width - len(f["input_ids"])
-            batch["input_ids"].append(f["input_ids"] + [self.pad_token_id] * pad)
-            batch["attention_mask"].append(f["attention_mask"] + [0] * pad)
-            batch["labels"].append(f["labels"] + [IGNORE_INDEX] * pad)
-            self.n_tokens += len(f["input_ids"])
+        self.n_tokens += sum(len(f["input_ids"]) for f in features)
+        batch = {"input_ids": pad_rows([f["input_ids"] for f in features], self.pad_token_id),
+                 "attention_mask": pad_rows([f["attention_mask"] for f in features], 0),
+                 "labels": pad_rows([f["labels"] for f in features], IGNORE_INDEX)}
         return {key: torch.tensor(rows, dtype=torch.long) for key, rows in batch.items()}
+
+
+@dataclass
+class PackedCollator:
+    """Packing without padding: a batch's examples end to end in one row. Position ids restart
+    at 0 for each example and there is no attention mask, from which transformers' causal
+    mask keeps every token's attention within its own example. Each example's first label is
+    ignored: it would be predicted from the previous example's last token. Causal LMs only."""
+
+    n_tokens: int = 0
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for f in features:
+            ids += f["input_ids"]
+            labels += [IGNORE_INDEX] + f["labels"][1:]
+            positions += range(len(f["input_ids"]))
+        self.n_tokens += len(ids)
+        # use_cache=False: transformers reads packed sequences from the position ids only
+        # when no KV cache is being built.
+        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+                "position_ids": torch.tensor([positions]), "use_cache": False}
+
+
+def reject_packing(cfg: TrainConfig, family: str, where: str = "train_qlora") -> None:
+    """Packing relies on a causal LM's position-id masking; other families must not get it."""
+    if cfg.packing:
+        raise ValueError(f"{where}.packing is for causal LMs; this model's family is {family!r} "
+                         f"(set packing: false)")
 
 
 def resolve_bf16(setting: bool | str) -> bool:
@@ -243,6 +284,7 @@ def _training_args(cfg: TrainConfig, scratch: str, checkpoints: bool = False):
         per_device_eval_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, optim=cfg.optim,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         bf16=bf16, fp16=fp16, logging_steps=cfg.logging_steps, logging_first_step=True,
         seed=cfg.seed, data_seed=cfg.seed, report_to="none", **save,
         push_to_hub=False, remove_unused_columns=False, disable_tqdm=False,
@@ -316,7 +358,7 @@ def train_lora(spec: ModelSpec, model_dir: str, examples: list[tuple[str, str]],
     data, eval_data = tokenized(examples), tokenized(eval_examples or [])
     model = _prepare_peft_model(spec, model_dir, cfg)
     trainable, total = model.get_nb_trainable_parameters()
-    collator = CompletionCollator(tokenizer.pad_token_id)
+    collator = PackedCollator() if cfg.packing else CompletionCollator(tokenizer.pad_token_id)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     folder = None
