@@ -67,6 +67,7 @@ def test_train_loops_see_the_same_real_tokens(tiny, tiny_model_dir, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     out = train_figures(spec, str(tiny_model_dir), {"datasets": {"toy": {"run": "toy"}}}, CFG)
     loops = ("pad_to_512", "ours_dynamic", "ours_grouped", "ours_packed", "bare_pytorch")
+    assert out["mixed_precision"] in {"bf16", "fp32"}  # CPU: never fp16
     tokens = {out[name]["real_tokens"] for name in loops}
     assert len(tokens) == 1 and tokens.pop() > 0  # padding is never counted as work
     assert out["ours_vs_pad512"] == pytest.approx(
@@ -83,6 +84,7 @@ def test_table_prints_what_a_partial_run_has():
                         "ours_vs_pad512": 1.5}}
     text = perf.table(result)
     assert "pad_to_512" in text and "10.0" in text and "dvc no-op" not in text
+    assert "(fp32)" in text
     result["dvc_repro_noop"] = {"command": "dvc repro", "seconds": 1.2}
     assert "dvc no-op (dvc repro): 1.2 s" in perf.table(result)
 

@@ -235,7 +235,8 @@ def table(r: dict) -> str:
             lines.append(f"  {system}: generate at batch {size}: {f['examples_per_s']} ex/s, "
                          f"{f['speedup_vs_naive']}x naive, peak {f['peak_mb']} MB")
     if "train" in r:
-        lines.append(f"{'train':<22}{'real tok/s':>11}{'peak MB':>9}")
+        lines.append(f"{'train':<22}{'real tok/s':>11}{'peak MB':>9}  "
+                     f"({r['train'].get('mixed_precision', 'fp32')})")
         for name, f in r["train"].items():
             if isinstance(f, dict):
                 lines.append(f"{name:<22}{f['tokens_per_s']:>11}{f['peak_mb']:>9}")

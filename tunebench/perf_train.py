@@ -75,34 +75,48 @@ def _trainer_run(model, data, collator, steps, batch_size, group_by_length=False
         Trainer(model=model, args=args, train_dataset=data, data_collator=collator).train()
 
 
-def _bare_run(model, data, collator, steps, batch_size):
+def _bare_run(model, data, collator, steps, batch_size, autocast_dtype=None):
+    """Forward/backward/AdamW step, under the same autocast as the Trainer loops get."""
     import torch
 
+    device = next(model.parameters()).device
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     for s in range(steps):
         batch = collator([data[(s * batch_size + j) % len(data)] for j in range(batch_size)])
-        loss = model(**batch).loss
-        loss.backward()
-        opt.step()
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad()
 
 
 def train_figures(spec, model_dir, params, cfg) -> dict:
+    import torch
+
     from tunebench.models import load_tokenizer
     from tunebench.perf import timed
-    from tunebench.train import CompletionCollator, PackedCollator
+    from tunebench.train import CompletionCollator, PackedCollator, TrainConfig
 
     tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
     steps, bs = cfg["train_steps"], cfg["train_batch_size"]
     data = _examples(params, cfg, tokenizer, spec, steps * bs)
-    pad_id, out = tokenizer.pad_token_id, {}
+    pad_id = tokenizer.pad_token_id
     grouped = functools.partial(_trainer_run, group_by_length=True)
+    # The Trainer loops run train-qlora's default mixed precision (bf16/fp16 "auto"); the bare
+    # loop gets the same autocast, so the comparison is of the training loop alone.
+    bf16, fp16 = TrainConfig().mixed_precision()
+    out: dict = {"mixed_precision": "bf16" if bf16 else "fp16" if fp16 else "fp32"}
+    bare = functools.partial(_bare_run, autocast_dtype=torch.bfloat16 if bf16
+                             else torch.float16 if fp16 else None)
     for name, collator, loop in (
             ("pad_to_512", PadTo(pad_id, cfg["train_pad_to"]), _trainer_run),
             ("ours_dynamic", CompletionCollator(pad_id), _trainer_run),
             ("ours_grouped", CompletionCollator(pad_id), grouped),  # train_qlora.group_by_length
             ("ours_packed", PackedCollator(), _trainer_run),  # train_qlora.packing
-            ("bare_pytorch", CompletionCollator(pad_id), _bare_run)):
+            ("bare_pytorch", CompletionCollator(pad_id), bare)):
         model = _peft(spec, model_dir)
         _, secs, mem = timed(lambda m=model, c=collator, f=loop: f(m, data, c, steps, bs))
         out[name] = {"tokens_per_s": round(collator.n_tokens / secs, 1),
