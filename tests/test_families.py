@@ -94,6 +94,7 @@ def test_seq2seq_lora_trains_saves_and_generates(t5_dir, tmp_path, four_bit):
     model = load_seq2seq(spec, str(t5_dir), four_bit, adapter_dir=tmp_path / "adapter")
     kinds = {type(m).__name__ for m in model.modules()}
     assert ("Linear4bit" in kinds) is four_bit
+    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in model.modules())
     tok = load_tokenizer(spec, str(t5_dir), padding_side="right")
     sources = [PAIRS[0][0], "hi", PAIRS[1][0]]
     batched = generate_seq2seq(model, tok, sources, batch_size=2, max_new_tokens=6)
@@ -130,6 +131,7 @@ def test_encoder_cls_lora_trains_head_and_reloads(bert_dir, tmp_path, four_bit):
     model, _ = load_encoder_cls(spec, str(bert_dir), LABELS, four_bit, seed=cfg.seed,
                                 adapter_dir=tmp_path / "adapter")
     assert ("Linear4bit" in {type(m).__name__ for m in model.modules()}) is four_bit
+    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in model.modules())
     head = model.base_model.model.classifier.modules_to_save["default"]
     assert type(head).__name__ == "Linear"  # the head trains in full precision, never 4-bit
     saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")

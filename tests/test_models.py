@@ -146,12 +146,22 @@ def test_chat_template_required_when_asked(tiny_model_dir):
 
 
 def test_load_causal_lm_plain_and_4bit(tiny_model_dir):
+    import torch
+
     spec = local(tiny_model_dir)
     plain = load_causal_lm(spec, str(tiny_model_dir), quantize=False)
     assert not plain.training and type(plain.model.layers[0].mlp.up_proj).__name__ == "Linear"
     nf4 = load_causal_lm(spec, str(tiny_model_dir), quantize=True)
     layer = nf4.model.layers[0].mlp.up_proj
     assert type(layer).__name__ == "Linear4bit" and layer.weight.quant_type == "nf4"
+    # Inference stays on the fp32 dequantize path training uses: no bf16 repacking on CPUs
+    # with AVX512-BF16 (batch-size-dependent answers), before or after a no-grad forward.
+    four_bit = [m for m in nf4.modules() if type(m).__name__ == "Linear4bit"]
+    assert four_bit and not any(m.support_avx512bf16_for_cpu for m in four_bit)
+    with torch.no_grad():
+        nf4(torch.tensor([[1, 2, 3]]))
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+                   for m in four_bit)
     with pytest.raises(FileNotFoundError, match="adapter"):
         load_causal_lm(spec, str(tiny_model_dir), quantize=False, adapter_dir=Path("/no/adapter"))
 

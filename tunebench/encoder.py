@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tunebench.families import TINY_TEXTS, fit, load_kwargs, quantization_plan
 from tunebench.io import DataError
-from tunebench.models import ModelSpec
+from tunebench.models import ModelSpec, plain_cpu_4bit_kernels
 from tunebench.train import TrainConfig, _save_adapter, pad_rows, prepare_for_lora, reject_packing
 
 # Names transformers' *ForSequenceClassification classes give the layers they add on top of the
@@ -53,6 +53,7 @@ def load_encoder_cls(spec: ModelSpec, model_dir: str, label_list: list[str], qua
         if not (Path(adapter_dir) / "adapter_config.json").is_file():
             raise FileNotFoundError(f"LoRA adapter not found: {adapter_dir}/adapter_config.json")
         model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    plain_cpu_4bit_kernels(model)
     model.eval()
     return model, head
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunebench.families import TINY_TEXTS, fit, load_kwargs, quantization_plan
-from tunebench.models import ModelSpec
+from tunebench.models import ModelSpec, plain_cpu_4bit_kernels
 from tunebench.train import (
     IGNORE_INDEX,
     TrainConfig,
@@ -40,6 +40,7 @@ def load_seq2seq(spec: ModelSpec, model_dir: str, quantize: bool,
         if not (Path(adapter_dir) / "adapter_config.json").is_file():
             raise FileNotFoundError(f"LoRA adapter not found: {adapter_dir}/adapter_config.json")
         model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    plain_cpu_4bit_kernels(model)
     model.eval()
     return model
 
@@ -143,9 +144,8 @@ def generate_seq2seq(model, tokenizer, sources: list[str], batch_size: int = 8,
 def build_tiny_t5(out_dir: Path, seed: int = 0) -> Path:
     """A tiny random T5 (d_model 64, 2+2 layers) with a locally trained unigram tokenizer.
 
-    Every linear layer's input width is a multiple of 64: on CPUs with AVX512-BF16,
-    bitsandbytes repacks NF4 weights for inference in blocks of 64 inputs x 32 outputs and
-    fails on narrower layers."""
+    Every linear layer's input width is a multiple of 64, the NF4 block size: bitsandbytes'
+    bf16 CPU kernel (see models.plain_cpu_4bit_kernels) fails on narrower layers."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
