@@ -13,31 +13,17 @@ Params: `baselines.tfidf_logreg` (TfidfLogregConfig fields), `baselines.lead.sen
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.baselines import TfidfLogregConfig, join_texts, run_baselines, run_lead
-from tunebench.config import ConfigError, check_keys
+from tunebench.baselines import (
+    baseline_config,
+    join_texts,
+    lead_sentences,
+    run_baselines,
+    run_lead,
+)
 from tunebench.io import DataError, read_json, read_jsonl, read_parquet, write_json, write_jsonl
-from tunebench.params import load_params, section
+from tunebench.params import load_params
 
 ROW_FIELDS = ("id", "prompt", "completion")
-
-
-def baseline_config(params: dict) -> TfidfLogregConfig:
-    cfg = section(params, "baselines")
-    check_keys(cfg, ("tfidf_logreg", "lead"), "params.yaml: baselines")
-    try:
-        return TfidfLogregConfig.from_params(cfg.get("tfidf_logreg") or {})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"params.yaml: baselines.tfidf_logreg: {exc}") from None
-
-
-def lead_sentences(params: dict) -> int:
-    cfg = section(params, "baselines").get("lead") or {}
-    check_keys(cfg, ("sentences",), "params.yaml: baselines.lead", ("sentences",))
-    n = cfg["sentences"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"params.yaml: baselines.lead.sentences: expected an int >= 1, "
-                          f"got {n!r}")
-    return n
 
 
 def read_split(instructions: Path, labeled: Path, split: str) -> tuple[list[dict], list[str]]:

@@ -29,43 +29,19 @@ import time
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.config import ConfigError, check_keys
+from tunebench.config import ConfigError
 from tunebench.io import read_json, read_jsonl, sha256_file, write_json, write_jsonl
-from tunebench.params import (
-    load_params,
-    model_spec,
-    predict_settings,
-    run_entry,
-    run_model,
-    section,
-)
+from tunebench.params import load_params, predict_settings, run_entry, run_model, section
 from tunebench.parsing import INVALID, get_parser
+from tunebench.predict import check_modes, check_settings, for_system, zero_shot_model
 from tunebench.provenance import hardware, model_provenance, package_versions
 
-PREDICT_KEYS = {"batch_size", "max_new_tokens", "parser", "stop_strings", "share_prefix",
-                "calibrate", "content_free", "modes"}
-REQUIRED_KEYS = {"batch_size", "max_new_tokens", "parser"}
-MODES = ("generate", "loglik", "choice")
-ZERO_SHOT_KEYS = {"model", "modes"}
 ZERO_SHOT_SYSTEM = "zeroshot_llm"  # the causal LM prompted zero-shot beside an encoder run
 
 
 def output_name(system: str, mode: str) -> str:
     """base.jsonl for generate (the reproduction), base-loglik.jsonl etc. for the others."""
     return f"{system}.jsonl" if mode in ("generate", "argmax") else f"{system}-{mode}.jsonl"
-
-
-def check_modes(modes, where: str, summarization: bool) -> list[str]:
-    if not isinstance(modes, list) or not modes or len(set(modes)) != len(modes):
-        raise ConfigError(f"params.yaml: {where}: expected a non-empty list of distinct modes "
-                          f"from {list(MODES)}, got {modes!r}")
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        raise ConfigError(f"params.yaml: {where}: unknown mode(s) {unknown}; known: {list(MODES)}")
-    if summarization and modes != ["generate"]:
-        raise ConfigError(f"params.yaml: {where}: a summarization task has no labels to score, "
-                          f"so only [generate] applies; got {modes}")
-    return modes
 
 
 def main() -> None:
@@ -84,7 +60,7 @@ def main() -> None:
     run_name = task["run"]
     cfg = predict_settings(params, run_name)
     where = f"predict (+ runs.{run_name}.predict)"
-    check_keys(cfg, PREDICT_KEYS, f"params.yaml: {where}", REQUIRED_KEYS)
+    check_settings(cfg, where)
     summarization = task.get("type", "classification") == "summarization"
     modes = check_modes(cfg.get("modes", ["generate"]), f"{where}.modes", summarization)
     rows = read_jsonl(args.instructions / "test.jsonl", ("id", "prompt", "completion"))
@@ -101,11 +77,8 @@ def main() -> None:
         predict_encoder(spec, args.system, args.adapter, **common)
     zero_shot = run_entry(params, run_name).get("zero_shot")
     if args.system == "base" and zero_shot:
+        llm = zero_shot_model(params, run_name, zero_shot)
         at = f"runs.{run_name}.zero_shot"
-        check_keys(zero_shot, ZERO_SHOT_KEYS, f"params.yaml: {at}", ("model",))
-        llm = model_spec(params, zero_shot["model"], f"{at}.model")
-        if llm.family != "causal_lm":
-            raise ConfigError(f"params.yaml: {at}.model: {llm.name} is not a causal LM")
         predict_causal(llm, ZERO_SHOT_SYSTEM, "base",
                        check_modes(zero_shot.get("modes", modes), f"{at}.modes", summarization),
                        None, **common)
@@ -136,7 +109,7 @@ def predict_causal(spec, name: str, kind: str, modes: list[str], adapter: Path |
     prompts = [render_prompt(tokenizer, r[key], spec.chat_template) for r in rows]
     settings = {
         "batch_size": cfg["batch_size"], "share_prefix": cfg.get("share_prefix", True),
-        "max_new_tokens": _for_system(cfg["max_new_tokens"], kind, "predict.max_new_tokens"),
+        "max_new_tokens": for_system(cfg["max_new_tokens"], kind, "predict.max_new_tokens"),
         "stop_strings": _stops(cfg.get("stop_strings"), kind),
         "calibrate": bool(cfg.get("calibrate", False)),
         "content_free": list(cfg.get("content_free") or ["N/A", "", "[MASK]"]),
@@ -164,7 +137,7 @@ def predict_seq2seq(spec, system: str, adapter: Path | None, task, rows, cfg, pa
     model_dir = _model_dir(spec, params)
     tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
     model = load_seq2seq(spec, model_dir, quantize=spec.load_in_4bit, adapter_dir=adapter)
-    cap = _for_system(cfg["max_new_tokens"], system, "predict.max_new_tokens")
+    cap = for_system(cfg["max_new_tokens"], system, "predict.max_new_tokens")
     prompts = [r["prompt"] for r in rows]
     start = time.perf_counter()
     texts = generate_seq2seq(model, tokenizer, prompts, cfg["batch_size"], cap)
@@ -301,17 +274,6 @@ def predict_one_mode(mode, out, model, tokenizer, system_kind, task, rows, promp
     print(f"predict {task['dataset']} {meta['system']} ({mode}): {len(result)} rows, "
           f"{meta['invalid']} invalid, {meta['examples_per_s']:.2f} examples/s, "
           f"labels {meta.get('label_distribution', '-')}")
-
-
-def _for_system(value, system: str, where: str):
-    """A setting given once, or per system as {base: ..., tuned: ...}."""
-    if isinstance(value, dict):
-        if system not in value:
-            raise ConfigError(f"params.yaml: {where} has no entry for '{system}'")
-        value = value[system]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"params.yaml: {where}: expected a positive integer, got {value!r}")
-    return value
 
 
 def _stops(value, system: str) -> list[str] | None:

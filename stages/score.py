@@ -16,40 +16,14 @@ num_layers}).
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.config import ConfigError, check_keys
 from tunebench.io import DataError, read_json, read_jsonl, write_json, write_jsonl
-from tunebench.params import load_params, model_spec, section
-
-SCORE_KEYS = ("n_boot", "seed")
-
-
-def score_params(params: dict) -> tuple[int, int]:
-    cfg = section(params, "score")
-    check_keys(cfg, (*SCORE_KEYS, "bertscore"), "params.yaml: score", SCORE_KEYS)
-    n_boot, seed = cfg["n_boot"], cfg["seed"]
-    if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 1:
-        raise ConfigError(f"params.yaml: score.n_boot: expected an int >= 1, got {n_boot!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"params.yaml: score.seed: expected an int, got {seed!r}")
-    return n_boot, seed
-
-
-def bertscore_params(params: dict):
-    """(ModelSpec, num_layers) of `score.bertscore`: {model: a key of models, num_layers}."""
-    cfg = section(params, "score").get("bertscore")
-    where = "params.yaml: score.bertscore"
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{where}: expected {{model: <key of models>, num_layers: N}}")
-    check_keys(cfg, ("model", "num_layers"), where, ("model", "num_layers"))
-    layers = cfg["num_layers"]
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-        raise ConfigError(f"{where}.num_layers: expected an int >= 1, got {layers!r}")
-    return model_spec(params, cfg["model"], "score.bertscore.model"), layers
+from tunebench.params import load_params, section
 
 
 def bertscore_settings(params: dict) -> dict:
     """{"model_dir", "num_layers", "label"} from `score.bertscore` (model: a key of models)."""
     from tunebench.models import resolve_model_dir
+    from tunebench.score import bertscore_params
 
     spec, layers = bertscore_params(params)
     if spec.source == "hub":
@@ -95,7 +69,7 @@ def main() -> None:
                    help="JSONL of per-example results, one row per example and system")
     args = p.parse_args()
     # Imported after argument parsing: it pulls in scikit-learn, which --help does not need.
-    from tunebench.score import score_dataset, score_summaries
+    from tunebench.score import score_dataset, score_params, score_summaries
 
     params = load_params(args.params)
     n_boot, seed = score_params(params)

@@ -13,8 +13,8 @@ from tunebench.encoder import (
     predict_encoder_cls,
     train_encoder_cls_lora,
 )
-from tunebench.families import minilm_dir, package_model_dir, quantization_plan
-from tunebench.models import ModelSpec, load_tokenizer
+from tunebench.families import minilm_dir, quantization_plan
+from tunebench.models import ModelSpec, load_tokenizer, package_model_dir
 from tunebench.seq2seq import (
     IGNORE_INDEX,
     PairCollator,

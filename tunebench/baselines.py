@@ -208,3 +208,29 @@ def _classifier(cfg: TfidfLogregConfig, train_labels, plain, with_cv, folds):
     # warnings about changing defaults).
     return with_cv(Cs=list(cfg.Cs), cv=splitter, l1_ratios=(0.0,), scoring="accuracy",
                    use_legacy_attributes=False, **common)
+
+
+# params `baselines`, checked as the baselines stage (and tunebench.profile) reads them.
+def baseline_config(params: dict) -> TfidfLogregConfig:
+    from tunebench.config import ConfigError, check_keys
+    from tunebench.params import section
+
+    cfg = section(params, "baselines")
+    check_keys(cfg, ("tfidf_logreg", "lead"), "params.yaml: baselines")
+    try:
+        return TfidfLogregConfig.from_params(cfg.get("tfidf_logreg") or {})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"params.yaml: baselines.tfidf_logreg: {exc}") from None
+
+
+def lead_sentences(params: dict) -> int:
+    from tunebench.config import ConfigError, check_keys
+    from tunebench.params import section
+
+    cfg = section(params, "baselines").get("lead") or {}
+    check_keys(cfg, ("sentences",), "params.yaml: baselines.lead", ("sentences",))
+    n = cfg["sentences"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"params.yaml: baselines.lead.sentences: expected an int >= 1, "
+                          f"got {n!r}")
+    return n

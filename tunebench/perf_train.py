@@ -97,7 +97,7 @@ def train_figures(spec, model_dir, params, cfg) -> dict:
     import torch
 
     from tunebench.models import load_tokenizer
-    from tunebench.perf import timed
+    from tunebench.perf_timing import timed
     from tunebench.train import CompletionCollator, PackedCollator, TrainConfig
 
     tokenizer = load_tokenizer(spec, model_dir, padding_side="right")

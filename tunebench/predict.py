@@ -1,4 +1,5 @@
-"""The prediction modes as one interface: batches of (indices, raw answer, parsed, extras).
+"""The prediction modes as one interface: batches of (indices, raw answer, parsed, extras),
+and the checks of the predict settings that the predict stage and the profiles share.
 
 - generate: free greedy generation, parsed strictly (INVALID when off-format);
 - loglik: the label with the highest log-likelihood (optionally calibrated); never INVALID;
@@ -10,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from tunebench.config import ConfigError, check_keys
+
 MODES = ("generate", "loglik", "choice")
+# The keys of params `predict` (and runs.<run>.predict), and of runs.<run>.zero_shot.
+PREDICT_KEYS = {"batch_size", "max_new_tokens", "parser", "stop_strings", "share_prefix",
+                "calibrate", "content_free", "modes"}
+REQUIRED_KEYS = {"batch_size", "max_new_tokens", "parser"}
+ZERO_SHOT_KEYS = {"model", "modes"}
 
 
 def iter_mode(mode: str, model, tokenizer, prompts: list[str], labels: Sequence[str],
@@ -56,3 +64,44 @@ def label_distribution(parsed: Sequence[str], labels: Sequence[str]) -> dict[str
     from tunebench.parsing import INVALID
 
     return {label: sum(p == label for p in parsed) for label in [*labels, INVALID]}
+
+
+def check_settings(cfg: dict[str, Any], where: str) -> None:
+    """The merged predict settings of a run (`where` names them for the message)."""
+    check_keys(cfg, PREDICT_KEYS, f"params.yaml: {where}", REQUIRED_KEYS)
+
+
+def check_modes(modes, where: str, summarization: bool) -> list[str]:
+    if not isinstance(modes, list) or not modes or len(set(modes)) != len(modes):
+        raise ConfigError(f"params.yaml: {where}: expected a non-empty list of distinct modes "
+                          f"from {list(MODES)}, got {modes!r}")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ConfigError(f"params.yaml: {where}: unknown mode(s) {unknown}; known: {list(MODES)}")
+    if summarization and modes != ["generate"]:
+        raise ConfigError(f"params.yaml: {where}: a summarization task has no labels to score, "
+                          f"so only [generate] applies; got {modes}")
+    return modes
+
+
+def for_system(value, system: str, where: str):
+    """A setting given once, or per system as {base: ..., tuned: ...}."""
+    if isinstance(value, dict):
+        if system not in value:
+            raise ConfigError(f"params.yaml: {where} has no entry for '{system}'")
+        value = value[system]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"params.yaml: {where}: expected a positive integer, got {value!r}")
+    return value
+
+
+def zero_shot_model(params: dict[str, Any], run: str, zero_shot: dict[str, Any]):
+    """The ModelSpec of runs.<run>.zero_shot ({model, modes}), which must be a causal LM."""
+    from tunebench.params import model_spec
+
+    at = f"runs.{run}.zero_shot"
+    check_keys(zero_shot, ZERO_SHOT_KEYS, f"params.yaml: {at}", ("model",))
+    llm = model_spec(params, zero_shot["model"], f"{at}.model")
+    if llm.family != "causal_lm":
+        raise ConfigError(f"params.yaml: {at}.model: {llm.name} is not a causal LM")
+    return llm

@@ -77,29 +77,22 @@ def validate(params: dict[str, Any], tasks_dir: Path = Path("tasks")) -> None:
     predict and zero-shot settings, scoring and baselines.
 
     Builds the same objects the stages build from params (no weights are loaded), with the
-    stages' own checks where they have them.
+    stages' own checks (library functions both call) where they have them.
     """
-    from stages.baselines import baseline_config, lead_sentences
-    from stages.predict import (
-        PREDICT_KEYS,
-        REQUIRED_KEYS,
-        ZERO_SHOT_KEYS,
-        _for_system,
-        check_modes,
-    )
-    from stages.score import score_params
+    from tunebench.baselines import baseline_config, lead_sentences
     from tunebench.hub import hub_repos
     from tunebench.launch import LaunchSpec, check_compatible, load_accelerate_config
     from tunebench.params import (
         benchmark_model,
         dataset_entry,
         dataset_task,
-        model_spec,
         predict_settings,
         run_entry,
         run_model,
         section,
     )
+    from tunebench.predict import check_modes, check_settings, for_system, zero_shot_model
+    from tunebench.score import score_params
     from tunebench.train import TrainConfig
 
     benchmark_model(params)
@@ -139,16 +132,12 @@ def validate(params: dict[str, Any], tasks_dir: Path = Path("tasks")) -> None:
             raise ConfigError(str(exc)) from None
         cfg = predict_settings(params, run)
         at = f"predict (+ {where}.predict)"
-        check_keys(cfg, PREDICT_KEYS, f"params.yaml: {at}", REQUIRED_KEYS)
+        check_settings(cfg, at)
         for system in ("base", "tuned"):
-            _for_system(cfg["max_new_tokens"], system, f"{at}.max_new_tokens")
+            for_system(cfg["max_new_tokens"], system, f"{at}.max_new_tokens")
         zero_shot = entry.get("zero_shot")
         if zero_shot:
-            check_keys(zero_shot, ZERO_SHOT_KEYS, f"params.yaml: {where}.zero_shot", ("model",))
-            llm = model_spec(params, zero_shot["model"], f"{where}.zero_shot.model")
-            if llm.family != "causal_lm":
-                raise ConfigError(f"params.yaml: {where}.zero_shot.model: {llm.name} is not a "
-                                  f"causal LM")
+            zero_shot_model(params, run, zero_shot)
         for dataset in sorted(feeds):  # the predict stage checks modes per dataset
             modes = check_modes(cfg.get("modes", ["generate"]), f"{at}.modes",
                                 dataset in summarizing)
@@ -167,7 +156,7 @@ def bertscore_model(params: dict[str, Any]):
     model_spec requires) is fetched at that pinned revision by the score stage
     (stages.score.bertscore_settings, huggingface_hub.snapshot_download); a local or package
     encoder is read from its folder."""
-    from stages.score import bertscore_params
+    from tunebench.score import bertscore_params
 
     return bertscore_params(params)[0]
 

@@ -277,3 +277,37 @@ def score_summaries(
         "sample": dict(sample or {}),
     }
     return round_floats(record), round_floats(examples)
+
+
+# params `score`, checked as the score stage (and tunebench.profile, before a run) reads them.
+SCORE_KEYS = ("n_boot", "seed")
+
+
+def score_params(params: dict) -> tuple[int, int]:
+    from tunebench.config import ConfigError, check_keys
+    from tunebench.params import section
+
+    cfg = section(params, "score")
+    check_keys(cfg, (*SCORE_KEYS, "bertscore"), "params.yaml: score", SCORE_KEYS)
+    n_boot, seed = cfg["n_boot"], cfg["seed"]
+    if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 1:
+        raise ConfigError(f"params.yaml: score.n_boot: expected an int >= 1, got {n_boot!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"params.yaml: score.seed: expected an int, got {seed!r}")
+    return n_boot, seed
+
+
+def bertscore_params(params: dict):
+    """(ModelSpec, num_layers) of `score.bertscore`: {model: a key of models, num_layers}."""
+    from tunebench.config import ConfigError, check_keys
+    from tunebench.params import model_spec, section
+
+    cfg = section(params, "score").get("bertscore")
+    where = "params.yaml: score.bertscore"
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: expected {{model: <key of models>, num_layers: N}}")
+    check_keys(cfg, ("model", "num_layers"), where, ("model", "num_layers"))
+    layers = cfg["num_layers"]
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ConfigError(f"{where}.num_layers: expected an int >= 1, got {layers!r}")
+    return model_spec(params, cfg["model"], "score.bertscore.model"), layers
