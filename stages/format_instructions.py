@@ -5,13 +5,19 @@ Reads <labeled>/<split>.parquet from `label-transform`; writes <out>/<split>.jso
 prompted few-shot), <out>/task.json (what the model stages need to know of the task:
 labels, parser, version) and <out>/summary.json. Sample caps per split are params
 (`format_instructions.caps`, per-dataset `datasets.<name>.caps`): a seeded, stratified
-sample, drawn here and nowhere else.
+sample, drawn here and nowhere else. With `datasets.<name>.validation_share` (or the
+default `format_instructions.validation_share`) a dataset without a validation split gets
+<out>/validation.jsonl: that seeded, stratified share of its capped training rows, held out
+of train.jsonl (counted in the summary); train-qlora evaluates it every epoch and keeps the
+best. A dataset with its own validation split keeps it (naming a share for it is an error).
 """
 
+from collections import Counter
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.instructions import format_instructions
+from tunebench.config import ConfigError
+from tunebench.instructions import format_instructions, hold_out_validation
 from tunebench.io import DataError, check_unique_ids, read_parquet, write_json, write_jsonl
 from tunebench.params import dataset_entry, dataset_task, load_params
 
@@ -31,6 +37,7 @@ def main() -> None:
     paths = sorted(args.labeled.glob("*.parquet"))
     if not paths:
         raise DataError(f"{args.labeled}: no <split>.parquet files from label-transform")
+    share = validation_share(entry, [p.stem for p in paths], args.labeled)
     for path in paths:
         split = path.stem
         df = read_parquet(path, ("id", "text", "label", *(
@@ -45,6 +52,15 @@ def main() -> None:
         if len(rows) != expected or info["rows_in"] != len(df):
             raise DataError(f"{path}: {len(df)} rows in, cap {cap}, but {len(rows)} rows out "
                             f"(expected {expected})")
+        if split == "train" and share is not None:
+            rows, held = hold_out_validation(rows, share, seed, task.type != "summarization",
+                                             f"params.yaml: {entry.validation_share_key}")
+            summary["validation"] = {"from": "train", "validation_share": share, "seed": seed,
+                                     "rows_out": len(held), **label_counts(task, held)}
+            info.update(rows_out=len(rows), held_out_validation=len(held),
+                        **label_counts(task, rows))
+            check_unique_ids([r["id"] for r in rows + held], f"{args.out}/train+validation")
+            write_jsonl(args.out / "validation.jsonl", held)
         check_unique_ids([r["id"] for r in rows], f"{args.out / split}.jsonl")
         write_jsonl(args.out / f"{split}.jsonl", rows)
     write_json(args.out / "summary.json", summary)
@@ -57,6 +73,30 @@ def main() -> None:
         "published": list(task.published)})
     counts = ", ".join(f"{s}={v['rows_out']}" for s, v in summary.items())
     print(f"format-instructions {args.dataset}: {counts}")
+
+
+def validation_share(entry, splits: list[str], labeled: Path) -> float | None:
+    """The share of training rows to hold out, or None: off, or the dataset has its own
+    validation split (kept; a share named for this dataset then is an error)."""
+    if entry.validation_share is None:
+        return None
+    if "validation" in splits:
+        if entry.validation_share_key.startswith("datasets."):
+            raise ConfigError(f"params.yaml: {entry.validation_share_key}: {entry.name} already "
+                              f"has a validation split ({labeled}/validation.parquet); remove "
+                              f"the key to keep it")
+        return None  # the global default applies only to datasets without one
+    if "train" not in splits:
+        raise ConfigError(f"params.yaml: {entry.validation_share_key}: {entry.name} has no "
+                          f"train split to hold validation rows out of")
+    return entry.validation_share
+
+
+def label_counts(task, rows: list[dict]) -> dict:
+    """{"label_counts": ...} of classification rows, as format_instructions counts them."""
+    if task.type == "summarization":
+        return {}
+    return {"label_counts": dict(sorted(Counter(r["completion"] for r in rows).items()))}
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ def test_install_external_run_converts_bin(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     monkeypatch.setattr(hub, "check_access", lambda repo, token, api=None: "ok")
+    monkeypatch.setattr(hub, "resolve_model_commit", lambda repo_id, revision, token: revision)
     snapshot = tmp_path / "snap"
     snapshot.mkdir()
     (snapshot / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
@@ -143,6 +144,72 @@ def test_install_external_run_converts_bin(tmp_path, monkeypatch):
     assert (live / "plots" / "metrics" / "train" / "loss.tsv").is_file()
     provenance = json.loads((live / "provenance.json").read_text())
     assert provenance["external_adapter"]["revision"] == SHA == adapter["revision"]
+    assert adapter["commit"] == SHA and provenance["unpinned"] is False
+
+
+def test_unpinned_adapter_params():
+    repo = hub.adapter_repo({"id": "c/d", "revision": "main", "pinned": False}, "runs.r.adapter")
+    assert (repo.revision, repo.pinned) == ("main", False)
+    with pytest.raises(ConfigError, match=r"not a pinned 40-hex commit.*pinned: false"):
+        hub.adapter_repo({"id": "c/d", "revision": "main"}, "runs.r.adapter")
+    with pytest.raises(ConfigError, match=r"is a commit, so the adapter is pinned; remove "
+                                          r"runs.r.adapter.pinned"):
+        hub.adapter_repo({"id": "c/d", "revision": SHA, "pinned": False}, "runs.r.adapter")
+    with pytest.raises(ConfigError, match=r"runs.r.adapter.pinned must be true or false"):
+        hub.adapter_repo({"id": "c/d", "revision": "main", "pinned": "no"}, "runs.r.adapter")
+    with pytest.raises(ConfigError, match=r"needs a branch"):
+        hub.adapter_repo({"id": "c/d", "revision": None, "pinned": False}, "runs.r.adapter")
+    params = {"model": "m", "models": {"m": {"source": "package"}},
+              "runs": {"r": {"adapter": {"id": "c/d", "revision": "main", "pinned": False}}}}
+    assert [(r.id, r.pinned) for r in hub.hub_repos(params)] == [("c/d", False)]
+
+
+def _adapter_snapshot(folder: Path) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    save_file({"w": torch.ones(1)}, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+def test_unpinned_adapter_is_read_at_its_resolved_commit_and_flagged(tmp_path, monkeypatch):
+    resolved = "f" * 40
+    monkeypatch.setattr(hub, "check_access", lambda repo, token, api=None: "ok")
+    monkeypatch.setattr(hub, "resolve_model_commit",
+                        lambda repo_id, revision, token: resolved if revision == "main" else None)
+    snapshot, seen = _adapter_snapshot(tmp_path / "snap"), []
+
+    def download(repo_id, revision, patterns, token):
+        seen.append(revision)
+        return str(snapshot)
+
+    params = {"id": "c/d", "revision": "main", "pinned": False}
+    live = tmp_path / "live"
+    adapter = hub.install_external_run(params, "runs.r.adapter", tmp_path / "out", live,
+                                       {"run": "r"}, download=download)
+    assert seen == [resolved]  # downloaded at the commit main resolved to, as recorded
+    assert (adapter["revision"], adapter["commit"], adapter["unpinned"]) == (
+        "main", resolved, True)
+    provenance = json.loads((live / "provenance.json").read_text())
+    assert provenance["unpinned"] is True and provenance["external_adapter"]["commit"] == resolved
+
+    # Offline nothing is resolved: the commit is the cache snapshot's folder name.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cached = _adapter_snapshot(tmp_path / "snapshots" / resolved)
+    adapter = hub.install_adapter(params, "runs.r.adapter", tmp_path / "out2",
+                                  download=lambda *a: str(cached))
+    assert (adapter["commit"], adapter["unpinned"]) == (resolved, True)
+
+
+def test_pinned_adapter_resolving_elsewhere_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub, "check_access", lambda repo, token, api=None: "ok")
+    monkeypatch.setattr(hub, "resolve_model_commit", lambda repo_id, revision, token: "e" * 40)
+    with pytest.raises(hub.HubAccessError, match=f"c/d pinned at {SHA}, but the Hub resolved "
+                                                 f"that revision to {'e' * 40}"):
+        hub.install_adapter({"id": "c/d", "revision": SHA}, "runs.r.adapter", tmp_path / "o",
+                            download=lambda *a: pytest.fail("downloaded"))
 
 
 # --- launch --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ PROFILES = REPO_ROOT / "profiles"
 TASKS = REPO_ROOT / "tasks"
 BASE = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 PAPER_RUNNABLE = ["mistral7b-tfns", "mistral7b-fingpt", "mistral7b-hr-bias", "mistral7b-sarc",
-                  "chatglm2-tfns", "flan-t5-summarization", "distilbert-imdb"]
+                  "chatglm2-tfns", "fingpt-v33", "flan-t5-summarization", "distilbert-imdb"]
 FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"  # tests only, never written to a profile
 FLAN = "flan-t5-summarization"  # BERTScore with a hub encoder (roberta-large)
 TASK_TYPES = {"causal_lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "encoder_cls": "SEQ_CLS"}
@@ -163,23 +163,34 @@ def test_library_configs_build(name, variant, monkeypatch):
     check_library_configs(build(name, variant), monkeypatch)
 
 
-def test_fingpt_v33_needs_its_adapter_pinned():
-    with pytest.raises(ConfigError, match=r"adapter.revision is 'UNPINNED'.*commits/main"):
-        build("paper", "fingpt-v33")
+def test_fingpt_v33_runs_with_its_adapter_explicitly_unpinned():
+    """No commit of the v3.3 adapter is known: it says pinned: false, so the variant runs
+    (its provenance flags the run unpinned); an unpinned revision without it still blocks."""
     data = profile.load_profile("paper", PROFILES)
-    assert "not pinned" in profile.blocker(data["variants"]["fingpt-v33"])
+    assert profile.blocker(data["variants"]["fingpt-v33"]) is None
+    params = build("paper", "fingpt-v33")
+    adapter = params["runs"]["fingpt_v33"]["adapter"]
+    assert (adapter["id"], adapter["revision"], adapter["pinned"]) == (
+        "FinGPT/fingpt-sentiment_llama2-13b_lora", "main", False)
+    assert params["models"][params["model"]]["id"] == "meta-llama/Llama-2-13b-chat-hf"
+    assert params["predict"]["parser"] == "fingpt"
+    del adapter["pinned"]
+    with pytest.raises(ConfigError, match=r"adapter.revision is 'main'.*commits/main"):
+        profile.validate(params, TASKS)
+    variant = data["variants"]["fingpt-v33"]
+    del variant["params"]["runs"]["fingpt_v33"]["adapter"]["pinned"]
+    assert "not pinned" in profile.blocker(variant)
 
 
 def test_fingpt_v33_builds_once_pinned(tmp_path):
-    text = (PROFILES / "paper.yaml").read_text().replace("revision: UNPINNED",
-                                                         f"revision: {FAKE_SHA}")
+    text = (PROFILES / "paper.yaml").read_text().replace(
+        "revision: main\n            pinned: false", f"revision: {FAKE_SHA}")
+    assert FAKE_SHA in text
     (tmp_path / "paper.yaml").write_text(text)
     shutil.copytree(REPO_ROOT / "configs", tmp_path / "configs")
     _, params = profile.build("paper", "fingpt-v33", BASE, tmp_path, REPO_ROOT / "tasks")
-    run = params["runs"]["fingpt_v33"]
-    assert run["adapter"]["id"] == "FinGPT/fingpt-sentiment_llama2-13b_lora"
-    assert params["models"][params["model"]]["id"] == "meta-llama/Llama-2-13b-chat-hf"
-    assert params["predict"]["parser"] == "fingpt"
+    adapter = params["runs"]["fingpt_v33"]["adapter"]
+    assert adapter["revision"] == FAKE_SHA and "pinned" not in adapter
 
 
 def test_flan_t5_validates_with_its_hub_bertscore_encoder():
@@ -567,7 +578,7 @@ def test_workflow_plan_matches_profiles(monkeypatch):
     assert plan.plan("workflow_dispatch", "mistral7b-sarc") == [
         {"profile": "paper", "variant": "mistral7b-sarc"}]
     with pytest.raises(SystemExit):
-        plan.plan("workflow_dispatch", "fingpt-v33")
+        plan.plan("workflow_dispatch", "no-such-variant")
 
 
 def test_workflow_yamllint_and_shellcheck(tmp_path):

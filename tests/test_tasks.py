@@ -1,5 +1,6 @@
 """Contract tests over every task file, and the registry's validation errors."""
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -117,3 +118,49 @@ def test_fingpt_prompt_is_verbatim():
     fiqa = load_task(TASKS / "fiqa_sa.yaml")
     assert "this news?" in render_prompt(fiqa, {"text": "x", "format": "headline"})
     assert "this tweet?" in render_prompt(fiqa, {"text": "x", "format": "post"})
+
+
+SHA40 = "[0-9a-f]{40}"
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_every_hub_source_is_pinned_to_a_commit(name):
+    task = load_task(TASKS / f"{name}.yaml")
+    if task.hub is not None:
+        assert task.hub.pinned and re.fullmatch(SHA40, task.hub.revision), name
+
+
+def test_fpb_hub_source_reads_the_scripts_zip_member():
+    hub = load_task(TASKS / "fpb.yaml").hub
+    assert hub.revision == "8d3fe0c36d5feec6b3cc5e455b0fcb4820fb9964" and not hub.splits
+    spec = hub.files["all"]
+    assert (spec.file, spec.member, spec.encoding, spec.sep, spec.columns) == (
+        "data/FinancialPhraseBank-v1.0.zip", "FinancialPhraseBank-v1.0/Sentences_50Agree.txt",
+        "latin-1", "@", ("sentence", "label"))
+
+
+@pytest.mark.parametrize(("hub", "error"), [
+    ({"revision": "main"}, r"source.hub.revision: expected a 40-hex commit, got 'main'.*"
+                           r"pinned: false"),
+    ({"revision": "main", "pinned": "no"}, r"source.hub.pinned: expected true or false"),
+    ({"pinned": False}, r"is a commit, so the source is pinned; remove pinned: false"),
+    ({"splits": {"train": {"file": "a.zip", "sep": "@", "columns": ["text"]}}},
+     r"splits.train.columns: expected two or more"),
+    ({"splits": {"train": {"file": "a.zip", "sep": "@", "columns": ["text", "label"],
+                           "encoding": "latin-42"}}}, r"splits.train.encoding: unknown"),
+    ({"splits": {"train": {"file": "a.zip", "sep": "@", "columns": ["text", "label"],
+                           "membr": "x"}}}, r"unknown key 'membr' \(did you mean 'member'"),
+    ({"splits": {"train": 3}}, r"splits.train: expected a hub split"),
+])
+def test_hub_source_errors(tmp_path, hub, error):
+    source = yaml.safe_load((TASKS / "tfns.yaml").read_text())["source"]
+    source["hub"].update(hub)
+    with pytest.raises(ConfigError, match=error):
+        load_task(_write_task(tmp_path, source=source))
+
+
+def test_explicitly_unpinned_hub_source_loads(tmp_path):
+    source = yaml.safe_load((TASKS / "tfns.yaml").read_text())["source"]
+    source["hub"].update(revision="main", pinned=False)
+    hub = load_task(_write_task(tmp_path, source=source)).hub
+    assert (hub.revision, hub.pinned) == ("main", False)

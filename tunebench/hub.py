@@ -1,5 +1,7 @@
 """Hugging Face Hub access: check gated repos and pinned revisions before anything downloads,
-and install a published LoRA adapter (an "external adapter" run) at its pinned revision.
+and install a published LoRA adapter (an "external adapter" run) at its pinned revision, or,
+for an adapter marked `pinned: false`, at the commit its branch resolves to (recorded, and
+the run's provenance says `"unpinned": true`).
 
 The token is read from the environment (HF_TOKEN, or the legacy HUGGING_FACE_HUB_TOKEN) and is
 never printed, logged or written anywhere. huggingface_hub is imported inside functions.
@@ -21,7 +23,7 @@ from typing import Any
 from tunebench.config import ConfigError, check_keys
 
 TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-ADAPTER_KEYS = {"source", "id", "revision", "files"}
+ADAPTER_KEYS = {"source", "id", "revision", "pinned", "files"}
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 SHA = re.compile(r"[0-9a-f]{40}")
 
@@ -37,6 +39,7 @@ class HubRepo:
     where: str  # the params key, for messages
     id: str
     revision: str
+    pinned: bool = True  # false: a branch (`pinned: false` in params), read as it is now
 
 
 def hub_token() -> str | None:
@@ -58,15 +61,26 @@ def unpinned_message(where: str, repo_id: str, revision: Any) -> str:
 
 
 def adapter_repo(params: Any, where: str) -> HubRepo:
-    """Validate a `runs.<run>.adapter` mapping: a published LoRA adapter on the Hub."""
+    """Validate a `runs.<run>.adapter` mapping: a published LoRA adapter on the Hub, pinned
+    to a commit, or `pinned: false` with a branch when no commit of it is known."""
     check_keys(params, ADAPTER_KEYS, where, ("id", "revision"))
     if params.get("source", "hub") != "hub":
         raise ConfigError(f"{where}.source: only 'hub' adapters are supported")
-    repo_id, revision = params["id"], params["revision"]
+    repo_id, revision, pinned = params["id"], params["revision"], params.get("pinned", True)
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
         raise ConfigError(f"{where}.id must be 'owner/name', got {repo_id!r}")
+    if not isinstance(pinned, bool):
+        raise ConfigError(f"{where}.pinned must be true or false, got {pinned!r}")
+    if not pinned:
+        if not isinstance(revision, str) or not revision.strip():
+            raise ConfigError(f"{where}.revision: an unpinned adapter needs a branch, e.g. main")
+        if SHA.fullmatch(revision):
+            raise ConfigError(f"{where}.revision {revision} is a commit, so the adapter is "
+                              f"pinned; remove {where}.pinned")
+        return HubRepo(where, repo_id, revision, pinned=False)
     if not isinstance(revision, str) or not SHA.fullmatch(revision):
-        raise ConfigError(unpinned_message(where, repo_id, revision))
+        raise ConfigError(unpinned_message(where, repo_id, revision)
+                          + f" (or set {where}.pinned: false to read a branch, recorded)")
     return HubRepo(where, repo_id, revision)
 
 
@@ -120,8 +134,9 @@ def check_access(repo: HubRepo, token: str | None = None, api=None) -> str:
                              f"({type(exc).__name__}); check the network or set "
                              f"HF_HUB_OFFLINE=1 with the files cached") from None
     gated = True if info is None else bool(getattr(info, "gated", False))
+    at = f"{repo.id}@{repo.revision[:12]}{'' if repo.pinned else ' (unpinned)'}"
     if not gated:
-        return f"{repo.id}@{repo.revision[:12]}: public"
+        return f"{at}: public"
     if token is None:
         raise HubAccessError(
             f"{repo.where}: {repo.id} is a gated model. Accept its license at {url} with your "
@@ -137,7 +152,7 @@ def check_access(repo: HubRepo, token: str | None = None, api=None) -> str:
     except RepositoryNotFoundError:
         raise HubAccessError(f"{repo.where}: HF_TOKEN cannot see {repo.id}; is the token "
                              f"valid and of the account that was granted access?") from None
-    return f"{repo.id}@{repo.revision[:12]}: gated, access granted"
+    return f"{at}: gated, access granted"
 
 
 def preflight(params: dict[str, Any], token: str | None = None, api=None) -> list[str]:
@@ -151,15 +166,20 @@ def install_adapter(params: Any, where: str, out_dir: Path, download=None) -> di
 
     `download(repo_id, revision, patterns, token) -> folder` defaults to snapshot_download;
     tests pass a fake. A pickled adapter_model.bin is converted (weights only) so the
-    adapter folder looks exactly like a trained one. Returns provenance.
+    adapter folder looks exactly like a trained one. Returns provenance: id, revision, the
+    commit read (an unpinned adapter's branch resolved online; offline, the cache snapshot's
+    commit), `unpinned` and the files' sha256.
     """
     from tunebench.io import sha256_file
 
     repo = adapter_repo(params, where)
     token = hub_token()
     check_access(repo, token)
+    commit = adapter_commit(repo, token)
     patterns = list(params.get("files") or ADAPTER_FILES)
-    folder = Path((download or _snapshot)(repo.id, repo.revision, patterns, token))
+    folder = Path((download or _snapshot)(repo.id, commit or repo.revision, patterns, token))
+    if commit is None and SHA.fullmatch(folder.name):
+        commit = folder.name  # offline: the cache's snapshots/<commit> folder
     if not (folder / "adapter_config.json").is_file():
         raise HubAccessError(f"{where}: {repo.id}@{repo.revision} has no adapter_config.json")
     out_dir = Path(out_dir)
@@ -173,8 +193,28 @@ def install_adapter(params: Any, where: str, out_dir: Path, download=None) -> di
         _bin_to_safetensors(folder / "adapter_model.bin", target)
     else:
         raise HubAccessError(f"{where}: {repo.id}@{repo.revision} has no adapter weights")
-    return {"id": repo.id, "revision": repo.revision,
+    return {"id": repo.id, "revision": repo.revision, "commit": commit,
+            "unpinned": not repo.pinned,
             "files": {p.name: sha256_file(p) for p in sorted(out_dir.iterdir())}}
+
+
+def adapter_commit(repo: HubRepo, token: str | None = None) -> str | None:
+    """The commit the adapter is read at: online, its revision resolved on the Hub (a pinned
+    one must resolve to its pin); offline, the pin, or None for a branch."""
+    if offline():
+        return repo.revision if repo.pinned else None
+    resolved = resolve_model_commit(repo.id, repo.revision, token)
+    if repo.pinned and resolved != repo.revision:
+        raise HubAccessError(f"{repo.where}: {repo.id} pinned at {repo.revision}, but the Hub "
+                             f"resolved that revision to {resolved}; nothing was downloaded")
+    return resolved
+
+
+def resolve_model_commit(repo_id: str, revision: str, token: str | None = None) -> str:
+    """The commit a revision of a Hub model repo points at (metadata only)."""
+    from huggingface_hub import HfApi
+
+    return HfApi().model_info(repo_id, revision=revision, token=token or False).sha
 
 
 def install_external_run(params: Any, where: str, out_dir: Path, live_dir: Path,
@@ -189,9 +229,13 @@ def install_external_run(params: Any, where: str, out_dir: Path, live_dir: Path,
     curve.parent.mkdir(parents=True, exist_ok=True)
     curve.write_text("step\tloss\n", encoding="utf-8")  # nothing was trained
     write_json(live_dir / "metrics.json", {"external_adapter": 1, "steps": 0})
-    write_json(live_dir / "provenance.json", {**provenance, "external_adapter": adapter})
+    # `unpinned` at the top as well, for the report to flag a run read at a moving branch.
+    write_json(live_dir / "provenance.json", {**provenance, "external_adapter": adapter,
+                                              "unpinned": adapter["unpinned"]})
+    note = (f", UNPINNED: {adapter['revision']} resolved to {adapter['commit']}"
+            if adapter["unpinned"] else "")
     print(f"train-qlora: installed {adapter['id']}@{adapter['revision'][:12]} -> {out_dir} "
-          f"(published adapter, not trained here)")
+          f"(published adapter, not trained here{note})")
     return adapter
 
 

@@ -6,6 +6,10 @@ completion (summarization: the first reference summary, every reference in "refe
 sample is then seeded and uniform, as there are no labels) and the input text alone.
 Tasks whose base model is prompted few-shot also get "prompt_base". Rendering through a
 model's chat template happens in the model stages, since it depends on the model.
+
+A dataset without a validation split may hold a share of its (capped) training rows out as
+validation (`hold_out_validation`: seeded, stratified by label), which train-qlora evaluates
+every epoch to keep the best one.
 """
 
 from __future__ import annotations
@@ -85,3 +89,24 @@ def format_instructions(
     if not summarization:
         summary["label_counts"] = dict(sorted(Counter(r["completion"] for r in rows).items()))
     return rows, summary
+
+
+def hold_out_validation(rows: list[dict[str, Any]], share: float, seed: int,
+                        by_label: bool = True, where: str = "validation_share",
+                        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split instruction rows into (train, validation): a seeded `share` of them (rounded,
+    at least one row each side), stratified by completion (largest remainder, as the caps)
+    unless `by_label` is false (summaries: uniform). Both keep the rows' original order."""
+    from tunebench.io import DataError
+
+    n = len(rows)
+    if n < 2:
+        raise DataError(f"{where}: {n} training row(s) cannot be split into train and "
+                        f"validation (need 2 or more)")
+    size = min(max(int(share * n + 0.5), 1), n - 1)
+    if by_label:
+        picked = stratified_sample([r["completion"] for r in rows], size, seed)
+    else:
+        picked = seeded_sample(n, size, seed)
+    held = set(picked)
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in picked]

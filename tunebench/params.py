@@ -16,10 +16,10 @@ import yaml
 from tunebench.config import ConfigError, check_keys, closest
 from tunebench.tasks import Task, load_task, task_path
 
-DATASET_KEYS = {"run", "task", "caps", "max_words", "overrides"}
+DATASET_KEYS = {"run", "task", "caps", "max_words", "overrides", "validation_share"}
 RUN_KEYS = {"mixture", "model", "train_qlora", "predict", "zero_shot", "adapter", "launch"}
 LABEL_TRANSFORM_KEYS = {"max_quarantine_share": 0.01, "max_leakage_share": 1.0}  # -> default
-FORMAT_KEYS = {"seed", "caps", "max_words"}
+FORMAT_KEYS = {"seed", "caps", "max_words", "validation_share"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class DatasetEntry:
     caps: dict[str, int | None] = field(default_factory=dict)  # split -> cap
     max_words: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # merged into the task file
+    # Share of the (capped) training rows held out as validation.jsonl, or None (off), and
+    # the params key it came from: datasets.<name>.validation_share, else the global default
+    # format_instructions.validation_share.
+    validation_share: float | None = None
+    validation_share_key: str | None = None
 
 
 def load_params(path: Path = Path("params.yaml")) -> dict[str, Any]:
@@ -84,6 +89,15 @@ def _optional_positive_int(value: Any, where: str) -> int | None:
     return value
 
 
+def _optional_share(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ConfigError(f"{where}: expected a share strictly between 0 and 1, or null (off), "
+                          f"got {value!r}")
+    return float(value)
+
+
 def dataset_entry(params: dict[str, Any], name: str) -> DatasetEntry:
     datasets = section(params, "datasets")
     if name not in datasets:
@@ -98,19 +112,24 @@ def dataset_entry(params: dict[str, Any], name: str) -> DatasetEntry:
         raise ConfigError(f"params.yaml: format_instructions.seed: expected an integer, "
                           f"got {seed!r}")
     caps = {}
-    for where, values in (("format_instructions.caps", defaults.get("caps")),
-                          (f"datasets.{name}.caps", entry.get("caps"))):
+    for key, values in (("format_instructions.caps", defaults.get("caps")),
+                        (f"datasets.{name}.caps", entry.get("caps"))):
         if values is not None and not isinstance(values, dict):
-            raise ConfigError(f"params.yaml: {where}: expected a mapping split -> cap")
+            raise ConfigError(f"params.yaml: {key}: expected a mapping split -> cap")
         for split, cap in (values or {}).items():
-            caps[split] = _optional_positive_int(cap, f"params.yaml: {where}.{split}")
+            caps[split] = _optional_positive_int(cap, f"params.yaml: {key}.{split}")
     max_words = _optional_positive_int(entry.get("max_words", defaults.get("max_words")),
                                        f"params.yaml: datasets.{name}.max_words")
     overrides = entry.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}.overrides: expected a mapping merged into the task file")
+    share_key = (f"datasets.{name}.validation_share" if "validation_share" in entry
+                 else "format_instructions.validation_share")
+    share = _optional_share(entry.get("validation_share", defaults.get("validation_share")),
+                            f"params.yaml: {share_key}")
     return DatasetEntry(name=name, run=entry["run"], task=entry.get("task", name), caps=caps,
-                        max_words=max_words, overrides=overrides)
+                        max_words=max_words, overrides=overrides, validation_share=share,
+                        validation_share_key=share_key if share is not None else None)
 
 
 def dataset_task(params: dict[str, Any], name: str, tasks_dir: Path) -> Task:

@@ -240,8 +240,10 @@ def blocker(entry: dict[str, Any]) -> str | None:
     if entry.get("blocked"):
         return str(entry["blocked"])
     for run, spec in ((entry["params"] or {}).get("runs") or {}).items():
-        revision = ((spec or {}).get("adapter") or {}).get("revision")
-        if revision is not None and not SHA.fullmatch(str(revision)):
+        adapter = (spec or {}).get("adapter") or {}
+        revision = adapter.get("revision")  # `pinned: false`: explicitly unpinned, runnable
+        if (revision is not None and not SHA.fullmatch(str(revision))
+                and adapter.get("pinned") is not False):
             return f"runs.{run}.adapter.revision is not pinned"
     return None
 

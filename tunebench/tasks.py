@@ -1,7 +1,8 @@
 """The task registry: one YAML file per dataset, validated on load.
 
-A task file says where the data comes from (a Hugging Face dataset at a revision, or a
-local mirror laid out as ``<mirror>/<dir>/<file>.parquet``), how raw rows become
+A task file says where the data comes from (a Hugging Face dataset pinned to a commit, or
+explicitly ``pinned: false``; or a local mirror laid out as ``<mirror>/<dir>/<file>.parquet``,
+each file pinned by sha256), how raw rows become
 canonical examples (text field, label rule, extra prompt fields), and how an example is
 rendered as an instruction. ``type`` is ``classification`` (a label rule and label names;
 the default) or ``summarization`` (``references``: the column(s) holding the reference
@@ -13,6 +14,7 @@ including file wins key by key. Every error names the file and the field.
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,12 +39,28 @@ REQUIRED_KEYS = {"classification": (*COMMON_KEYS, "label", "labels", "parser"),
 
 
 @dataclass(frozen=True)
+class HubFile:
+    """A raw split read from one file of a Hub dataset repo rather than through `datasets`
+    (which runs no loading scripts since 4.0): a text file, or `member` of a zip, one row per
+    line, split at the last `sep`s into `columns` (the last field stripped of whitespace)."""
+
+    file: str  # path inside the repo, e.g. data/FinancialPhraseBank-v1.0.zip
+    columns: tuple[str, ...]
+    sep: str
+    member: str | None = None  # a zip member's path; None: `file` itself is the text
+    encoding: str = "utf-8"
+    sha256: str | None = None  # pins the downloaded file's content
+
+
+@dataclass(frozen=True)
 class HubSource:
     id: str
-    revision: str
+    revision: str  # a 40-hex commit, unless pinned is false (then a branch, e.g. main)
     config: str | None = None
     # raw split name -> one hub split, or several concatenated in order
     splits: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, HubFile] = field(default_factory=dict)  # raw split -> a file of the repo
+    pinned: bool = True  # false: read `revision` as it is now (the commit is recorded)
 
 
 @dataclass(frozen=True)
@@ -217,12 +235,7 @@ def _parse_source(src: Any, where: str) -> tuple[HubSource | None, MirrorSource 
     check_keys(src, {"hub", "mirror"}, where)
     hub = mirror = None
     if "hub" in src:
-        h = src["hub"]
-        check_keys(h, {"id", "config", "revision", "splits"}, f"{where}.hub",
-                   ("id", "revision", "splits"))
-        splits = {k: [v] if isinstance(v, str) else list(v) for k, v in h["splits"].items()}
-        hub = HubSource(id=h["id"], revision=str(h["revision"]), config=h.get("config"),
-                        splits=splits)
+        hub = _parse_hub(src["hub"], f"{where}.hub")
     if "mirror" in src:
         m = src["mirror"]
         check_keys(m, {"dir", "splits"}, f"{where}.mirror", ("dir", "splits"))
@@ -241,6 +254,63 @@ def _parse_source(src: Any, where: str) -> tuple[HubSource | None, MirrorSource 
     if hub is None and mirror is None:
         raise ConfigError(f"{where}: needs a 'hub' or a 'mirror' source")
     return hub, mirror
+
+
+def _parse_hub(h: Any, where: str) -> HubSource:
+    """`source.hub`: id, a pinned revision (or `pinned: false`), and per raw split a hub
+    split name, a list of them, or a file of the repo (see HubFile)."""
+    check_keys(h, {"id", "config", "revision", "pinned", "splits"}, where,
+               ("id", "revision", "splits"))
+    pinned, revision = h.get("pinned", True), str(h["revision"])
+    if not isinstance(pinned, bool):
+        raise ConfigError(f"{where}.pinned: expected true or false, got {pinned!r}")
+    if pinned and not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise ConfigError(
+            f"{where}.revision: expected a 40-hex commit, got {revision!r}; look it up at "
+            f"https://huggingface.co/datasets/{h['id']}/commits/main, or set pinned: false "
+            f"(a branch read as it is, its commit recorded)")
+    if not pinned and re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise ConfigError(f"{where}: revision {revision} is a commit, so the source is pinned; "
+                          f"remove pinned: false")
+    if not isinstance(h["splits"], Mapping) or not h["splits"]:
+        raise ConfigError(f"{where}.splits: expected a mapping raw split -> hub split(s)")
+    splits, files = {}, {}
+    for name, spec in h["splits"].items():
+        if isinstance(spec, Mapping):
+            files[name] = _parse_hub_file(spec, f"{where}.splits.{name}")
+        elif isinstance(spec, str) or (isinstance(spec, list) and spec
+                                       and all(isinstance(s, str) for s in spec)):
+            splits[name] = [spec] if isinstance(spec, str) else list(spec)
+        else:
+            raise ConfigError(f"{where}.splits.{name}: expected a hub split, a list of them or "
+                              f"a file mapping, got {spec!r}")
+    return HubSource(id=h["id"], revision=revision, config=h.get("config"), splits=splits,
+                     files=files, pinned=pinned)
+
+
+def _parse_hub_file(spec: Mapping[str, Any], where: str) -> HubFile:
+    check_keys(spec, {"file", "member", "encoding", "sep", "columns", "sha256"}, where,
+               ("file", "sep", "columns"))
+    columns = spec["columns"]
+    if (not isinstance(columns, list) or len(columns) < 2
+            or not all(isinstance(c, str) and c for c in columns)
+            or len(set(columns)) != len(columns)):
+        raise ConfigError(f"{where}.columns: expected two or more distinct column names, "
+                          f"got {columns!r}")
+    if not isinstance(spec["sep"], str) or not spec["sep"]:
+        raise ConfigError(f"{where}.sep: expected a non-empty string, got {spec['sep']!r}")
+    encoding = str(spec.get("encoding", "utf-8"))
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"{where}.encoding: unknown encoding {encoding!r}") from None
+    digest = spec.get("sha256")
+    if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", str(digest)):
+        raise ConfigError(f"{where}.sha256: expected 64 lowercase hex digits, got {digest!r}")
+    member = spec.get("member")
+    return HubFile(file=str(spec["file"]), columns=tuple(columns), sep=spec["sep"],
+                   member=None if member is None else str(member), encoding=encoding,
+                   sha256=digest)
 
 
 def _parse_references(spec: Any, where: str) -> dict[str, tuple[str, ...]]:
