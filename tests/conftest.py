@@ -36,7 +36,7 @@ def mirror_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny randomly initialised Llama with a locally trained tokenizer (seconds, offline)."""
-    from tunebench.models import build_tiny_llama
+    from tests.fixtures import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
@@ -44,6 +44,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A tiny randomly initialised BERT encoder (no head) with a local WordPiece tokenizer."""
-    from tunebench.encoder import build_tiny_bert
+    from tests.fixtures import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

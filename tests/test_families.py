@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from tests.fixtures import build_tiny_bert, build_tiny_t5
 from tunebench.encoder import (
-    build_tiny_bert,
     load_encoder_cls,
     predict_encoder_cls,
     train_encoder_cls_lora,
@@ -18,7 +18,6 @@ from tunebench.models import ModelSpec, load_tokenizer, package_model_dir
 from tunebench.seq2seq import (
     IGNORE_INDEX,
     PairCollator,
-    build_tiny_t5,
     generate_seq2seq,
     load_seq2seq,
     tokenize_pair,

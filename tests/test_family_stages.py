@@ -33,8 +33,7 @@ def _read(path: Path):
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    from tunebench.encoder import build_tiny_bert
-    from tunebench.seq2seq import build_tiny_t5
+    from tests.fixtures import build_tiny_bert, build_tiny_t5
 
     root = tmp_path_factory.mktemp("families")
     bert, t5 = build_tiny_bert(root / "bert"), build_tiny_t5(root / "t5")

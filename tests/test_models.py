@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import build_tiny_llama
 from tunebench.models import (
     CACHE_MARKER,
     ModelSpec,
-    build_tiny_llama,
     encode_prompt,
     load_causal_lm,
     load_tokenizer,

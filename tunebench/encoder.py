@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunebench.families import TINY_TEXTS, fit, load_kwargs, quantization_plan
+from tunebench.families import fit, load_kwargs, quantization_plan
 from tunebench.io import DataError
 from tunebench.models import ModelSpec, plain_cpu_4bit_kernels
 from tunebench.train import TrainConfig, _save_adapter, pad_rows, prepare_for_lora, reject_packing
@@ -144,42 +144,3 @@ def predict_encoder_cls(model, tokenizer, texts: list[str], label_list: list[str
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         predicted += [label_list[i] for i in logits.argmax(dim=-1).tolist()]
     return predicted
-
-
-def build_tiny_bert(out_dir: Path, seed: int = 0) -> Path:
-    """A tiny random BERT encoder (no head, like MiniLM) + a locally trained WordPiece.
-
-    Widths are multiples of 64 for the reason given in seq2seq.build_tiny_t5."""
-    import torch
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    wp.decoder = decoders.WordPiece()
-    wp.train_from_iterator(TINY_TEXTS * 4, trainer=trainers.WordPieceTrainer(
-        vocab_size=400, special_tokens=specials, show_progress=False))
-    wp.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=wp, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=128, max_position_embeddings=128,
-                        pad_token_id=0)
-    torch.manual_seed(seed)
-    out_dir = Path(out_dir)
-    BertModel(config).save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir

@@ -1,5 +1,5 @@
 """What the seq2seq and encoder-classification families share: 4-bit loading, the training run,
-the packaged MiniLM folder, and the tiny offline tokenizers for tests.
+and the packaged MiniLM folder (tests/fixtures.py builds the tiny test models).
 
 The causal-LM path lives in models.py / train.py; seq2seq.py and encoder.py build on this module.
 Heavy libraries are imported inside the functions that need them.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tunebench.models import _TINY_CORPUS, ModelSpec, package_model_dir
+from tunebench.models import ModelSpec, package_model_dir
 from tunebench.train import TrainConfig, _log_callback, _peak_memory_mb, _training_args
 
 # Measured with bitsandbytes 0.50.2 / transformers 5.23 on CPU: NF4 loading plus a LoRA step
@@ -88,14 +88,3 @@ def load_kwargs(spec: ModelSpec, model_dir: str, quantize: bool,
         kwargs["quantization_config"] = bnb_4bit_config(kwargs["dtype"], skip_modules)
         kwargs["device_map"] = {"": default_device()}  # bnb quantizes while placing weights
     return kwargs
-
-
-# Summaries, dialogues and reviews, so the tiny tokenizers split the test texts into words.
-TINY_TEXTS = [
-    *_TINY_CORPUS,
-    "summarize: #Person1#: Hello, how are you doing today? #Person2#: Fine, thanks.",
-    "Person1 asks Person2 about the weather and they agree to meet tomorrow.",
-    "The film was wonderful, the acting great and the story moving. I loved it.",
-    "This movie was terrible, boring and far too long. The worst acting ever.",
-    "A fire broke out in the city centre on Monday and the police closed the road.",
-]

@@ -1,5 +1,5 @@
-"""The seq2seq family (e.g. google/flan-t5-base): LoRA SEQ_2_SEQ_LM on (source, target) pairs,
-greedy generation, and a tiny random T5 for offline tests.
+"""The seq2seq family (e.g. google/flan-t5-base): LoRA SEQ_2_SEQ_LM on (source, target) pairs
+and greedy generation (tests/fixtures.py builds a tiny random T5 for offline tests).
 
 Sources arrive already formatted (e.g. "summarize: <document>"): instruction wording is the
 format-instructions stage's job. Heavy libraries are imported inside the functions.
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunebench.families import TINY_TEXTS, fit, load_kwargs, quantization_plan
+from tunebench.families import fit, load_kwargs, quantization_plan
 from tunebench.models import ModelSpec, plain_cpu_4bit_kernels
 from tunebench.train import (
     IGNORE_INDEX,
@@ -139,33 +139,3 @@ def generate_seq2seq(model, tokenizer, sources: list[str], batch_size: int = 8,
         for i, text in zip(batch, texts, strict=True):
             results[i] = text.strip()
     return results  # type: ignore[return-value]
-
-
-def build_tiny_t5(out_dir: Path, seed: int = 0) -> Path:
-    """A tiny random T5 (d_model 64, 2+2 layers) with a locally trained unigram tokenizer.
-
-    Every linear layer's input width is a multiple of 64, the NF4 block size: bitsandbytes'
-    bf16 CPU kernel (see models.plain_cpu_4bit_kernels) fails on narrower layers."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
-
-    # T5's layout: pad 0 (also the decoder start), EOS 1, unk 2; SentencePiece-style spaces.
-    uni = Tokenizer(models.Unigram())
-    uni.pre_tokenizer = pre_tokenizers.Metaspace()
-    uni.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"],
-                                      unk_token="<unk>", show_progress=False)
-    uni.train_from_iterator(TINY_TEXTS * 4, trainer=trainer)
-    uni.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=uni, pad_token="<pad>", eos_token="</s>",
-                                        unk_token="<unk>", model_max_length=512)
-    config = T5Config(vocab_size=len(tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2,
-                      num_decoder_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1,
-                      decoder_start_token_id=0, tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    out_dir = Path(out_dir)
-    T5ForConditionalGeneration(config).save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
