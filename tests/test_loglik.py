@@ -93,3 +93,32 @@ def test_labels_must_tokenize_distinctly(tiny):
     _, tokenizer = tiny
     with pytest.raises(ValueError, match="nothing"):
         label_token_ids(tokenizer, ["a", ""])
+
+
+def test_loglik_variants_and_the_label_free_choice():
+    from tunebench.loglik import choose_variant, distribution, variant_answers
+
+    labels = ["negative", "neutral", "positive"]
+    # "neutral" has 3 tokens: its sum is low, its per-token mean is the highest.
+    scores = [[-2.0, -4.5, -1.0], [-1.0, -4.2, -3.0], [-3.0, -3.6, -2.5], [-2.2, -4.0, -2.0]]
+    answers = variant_answers(scores, labels, n_tokens=[1, 3, 1], prior=[0.2, 0.05, 0.75])
+    assert answers["sum"] == ["positive", "negative", "positive", "positive"]
+    assert answers["mean"] == ["positive", "negative", "neutral", "neutral"]
+    assert answers["calibrated"][2] == "neutral"  # 0.05 prior lifts neutral
+    assert distribution(answers["mean"], labels) == [0.25, 0.5, 0.25]
+    train = ["neutral"] * 5 + ["negative"] * 2 + ["positive"] * 3
+    best, distances = choose_variant(answers, labels, train)
+    assert distances["sum"] == pytest.approx(0.5)  # never neutral: far from 50% neutral
+    assert best == min(distances, key=distances.get)
+    assert best != "sum"
+    with pytest.raises(ValueError, match="training labels"):
+        choose_variant(answers, labels, [])
+
+
+def test_choose_variant_ties_keep_the_order():
+    from tunebench.loglik import choose_variant
+
+    same = ["a", "b"]
+    best, _ = choose_variant({"sum": same, "mean": same, "calibrated": same}, ["a", "b"],
+                             ["a", "b"])
+    assert best == "sum"

@@ -12,10 +12,10 @@ from tests.fixtures import build_tiny_llama
 from tunebench.models import (
     CACHE_MARKER,
     ModelSpec,
+    apply_prompt_format,
     encode_prompt,
     load_causal_lm,
     load_tokenizer,
-    render_prompt,
     resolve_model_dir,
 )
 
@@ -131,8 +131,8 @@ def test_tiny_tokenizer_and_rendering(tiny_model_dir):
     for word in ("negative", "neutral", "positive", "unbiased", "Sarcasm"):
         assert len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1, word
     prompt = "Input: Profit rose.\nAnswer: "
-    assert render_prompt(tokenizer, prompt, use_chat_template=False) == prompt
-    chat = render_prompt(tokenizer, prompt, use_chat_template=True)
+    assert apply_prompt_format(tokenizer, prompt, "raw") == prompt
+    chat = apply_prompt_format(tokenizer, prompt, "chat")
     assert chat == f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
     assert encode_prompt(tokenizer, prompt)[0] == tokenizer.bos_token_id
     assert encode_prompt(tokenizer, "<s>" + prompt).count(tokenizer.bos_token_id) == 1
@@ -141,8 +141,47 @@ def test_tiny_tokenizer_and_rendering(tiny_model_dir):
 def test_chat_template_required_when_asked(tiny_model_dir):
     tokenizer = load_tokenizer(local(tiny_model_dir), str(tiny_model_dir))
     tokenizer.chat_template = None
-    with pytest.raises(ValueError, match="chat_template"):
-        render_prompt(tokenizer, "hi", use_chat_template=True)
+    with pytest.raises(ValueError, match="needs a chat template"):
+        apply_prompt_format(tokenizer, "hi", "chat")
+    assert apply_prompt_format(tokenizer, "hi", "raw") == "hi"
+
+
+# SmolLM2-Instruct's template: a default system turn unless the first message is a system one.
+SMOL_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+    "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def test_prompt_formats_with_a_default_system_turn(tiny_model_dir):
+    tokenizer = load_tokenizer(local(tiny_model_dir), str(tiny_model_dir))
+    tokenizer.chat_template = SMOL_TEMPLATE
+    turn = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert apply_prompt_format(tokenizer, "hi", "chat") == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+        "Face<|im_end|>\n" + turn)
+    assert apply_prompt_format(tokenizer, "hi", "chat", system_prompt="Be brief.") == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n" + turn)
+    assert apply_prompt_format(tokenizer, "hi", "chat_no_system") == turn
+    with pytest.raises(ValueError, match="unknown prompt format 'chatml'"):
+        apply_prompt_format(tokenizer, "hi", "chatml")
+
+
+def test_prompt_format_per_system(tiny_model_dir):
+    assert local(tiny_model_dir).format_for("base") == "raw"
+    assert local(tiny_model_dir, chat_template=True).format_for("tuned") == "chat"
+    spec = local(tiny_model_dir, prompt_format={"base": "chat", "tuned": "raw"})
+    assert (spec.format_for("base"), spec.format_for("tuned")) == ("chat", "raw")
+    assert local(tiny_model_dir, prompt_format="chat_no_system").format_for("base") == (
+        "chat_no_system")
+    with pytest.raises(ValueError, match=r"models\.tiny\.prompt_format\.tuned must be one of"):
+        local(tiny_model_dir, prompt_format={"base": "chat", "tuned": "plain"})
+    with pytest.raises(ValueError, match=r"prompt_format must be one of .* exactly the keys"):
+        local(tiny_model_dir, prompt_format={"base": "chat"})
+    with pytest.raises(ValueError, match=r"system_prompt must be a string"):
+        local(tiny_model_dir, system_prompt=3)
 
 
 def test_load_causal_lm_plain_and_4bit(tiny_model_dir):
@@ -178,6 +217,6 @@ def test_smollm2_package_resolves_loads_and_answers(tmp_path):
     tokenizer = load_tokenizer(spec, model_dir)
     assert tokenizer.model_max_length == 8192
     model = load_causal_lm(spec, model_dir, quantize=False)
-    prompt = render_prompt(tokenizer, "What is the capital of France? One word.", True)
+    prompt = apply_prompt_format(tokenizer, "What is the capital of France? One word.", "chat")
     [answer] = generate(model, tokenizer, [prompt], max_new_tokens=8, progress=False)
     assert "paris" in answer.lower()

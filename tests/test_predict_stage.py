@@ -69,6 +69,32 @@ def test_modes_from_one_load(tmp_path, tiny_model_dir):
             assert all(r["parsed"] in LABELS for r in out) and meta["invalid"] == 0
         assert not partial_of(path).exists()
     assert "scores" in json.loads(ll.read_text().splitlines()[0])
+    # The loglik variants come from the same scores; exactly one is chosen, by the training
+    # labels (none here: no train.jsonl, so none is chosen).
+    metas = {v: json.loads((pred / f"base-loglik{s}.meta.json").read_text())
+             for v, s in (("sum", ""), ("mean", "_mean"), ("calibrated", "_calibrated"))}
+    assert {v: m["loglik_variant"] for v, m in metas.items()} == {v: v for v in metas}
+    assert not any(m["loglik_selected"] for m in metas.values())
+    assert metas["mean"]["system"] == "base-loglik_mean"
+    ids = [json.loads(line)["id"] for line in (pred / "base-loglik_mean.jsonl").open()]
+    assert ids == [r["id"] for r in rows]
+
+
+def test_loglik_variant_chosen_from_training_labels(tmp_path, tiny_model_dir):
+    inst, rows = setup_stage(tmp_path, tiny_model_dir, 6, 4, 4, ["loglik"])
+    (inst / "train.jsonl").write_text("".join(json.dumps({"id": f"x{i}", "prompt": "p",
+                                                          "completion": LABELS[i % 3]}) + "\n"
+                                              for i in range(9)))
+    pred = tmp_path / "pred" / "base"
+    subprocess.run(command(tmp_path, inst, pred), cwd=REPO_ROOT, check=True,
+                   capture_output=True)
+    metas = [json.loads(p.read_text()) for p in sorted(pred.glob("base-loglik*.meta.json"))]
+    assert len(metas) == 3 and sum(m["loglik_selected"] for m in metas) == 1
+    selection = metas[0]["loglik_selection"]
+    assert set(selection["distances"]) == {"sum", "mean", "calibrated"}
+    chosen = min(selection["distances"], key=lambda v: (selection["distances"][v],
+                                                        ["sum", "mean", "calibrated"].index(v)))
+    assert selection["selected"] == chosen
 
 
 def test_killed_run_resumes_with_every_example_once(tmp_path, tiny_model_dir):

@@ -9,7 +9,7 @@ import pytest
 
 import tunebench.train as train_module
 from tunebench.io import Interrupted
-from tunebench.models import ModelSpec, load_causal_lm, load_tokenizer, render_prompt
+from tunebench.models import ModelSpec, apply_prompt_format, load_causal_lm, load_tokenizer
 from tunebench.train import (
     IGNORE_INDEX,
     CompletionCollator,
@@ -171,7 +171,7 @@ def test_qlora_train_save_reload_generate(tiny_model_dir, tmp_path):
     model = load_causal_lm(spec, str(tiny_model_dir), quantize=True,
                            adapter_dir=tmp_path / "adapter")
     tokenizer = load_tokenizer(spec, str(tiny_model_dir))
-    prompts = [render_prompt(tokenizer, p, True) for p, _ in examples[:2]]
+    prompts = [apply_prompt_format(tokenizer, p, "chat") for p, _ in examples[:2]]
     outputs = generate(model, tokenizer, prompts, max_new_tokens=4, progress=False)
     assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
 
@@ -256,7 +256,7 @@ def _completion_loss(spec, model_dir, adapter_dir, pairs, batch_size) -> float:
 
     model = load_causal_lm(spec, str(model_dir), quantize=False, adapter_dir=adapter_dir).eval()
     tokenizer = load_tokenizer(spec, str(model_dir), padding_side="right")
-    rows = [tokenize_example(tokenizer, render_prompt(tokenizer, p, True), c, 512)
+    rows = [tokenize_example(tokenizer, apply_prompt_format(tokenizer, p, "chat"), c, 512)
             for p, c in pairs]
     collator, total = CompletionCollator(tokenizer.pad_token_id), 0.0
     with torch.no_grad():
@@ -362,3 +362,70 @@ def test_fingerprint_covers_validation_data_and_select_best(tokenizer, tiny_mode
               fp(train, validation, TrainConfig(select_best=False)),
               fp(train + validation), fp(train + validation[:1], validation[1:])]
     assert len(set(prints)) == len(prints)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_completion_loss_equals_full_logit_loss(tiny_model_dir, tokenizer, packed):
+    """The LM head applied at labelled positions only gives the model's own loss (mean over
+    labelled tokens, or sum / num_items_in_batch) and the same gradients."""
+    import torch
+
+    from tunebench.train import completion_loss
+
+    spec = ModelSpec.from_params("tiny", {"source": "local", "path": str(tiny_model_dir)})
+    model = load_causal_lm(spec, str(tiny_model_dir), quantize=False)
+    rows = [tokenize_example(tokenizer, PROMPT, c, 512) for c in ("positive", "neutral")]
+    rows.append(tokenize_example(tokenizer, PROMPT + "More words here.", "negative", 512))
+    collate = PackedCollator() if packed else CompletionCollator(tokenizer.pad_token_id)
+    batch = collate(rows)
+    ours, logits = completion_loss(model, batch)
+    theirs = model(**batch).loss
+    n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert logits.shape[0] == n  # one row of logits per labelled token, no more
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    summed, _ = completion_loss(model, batch, num_items_in_batch=torch.tensor(n * 2))
+    assert torch.allclose(summed * 2, theirs, atol=1e-6)
+    ours.backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    theirs = model(**batch).loss
+    theirs.backward()
+    for ours_grad, p in zip(grads, [p for p in model.parameters() if p.grad is not None],
+                            strict=True):
+        assert torch.allclose(ours_grad, p.grad, atol=1e-5)
+
+
+def test_head_at_loss_only_trains_like_full_logits(tiny_model_dir, tmp_path, monkeypatch):
+    """A short run with the head at labelled positions only matches a full-logit run."""
+    calls = []
+    original = train_module.completion_loss
+    monkeypatch.setattr(train_module, "completion_loss",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    spec = _spec(tiny_model_dir)
+    fast = train_lora(spec, str(tiny_model_dir), TRAIN, _config(max_steps=3), tmp_path / "a")
+    assert len(calls) == 3  # one per step: the fast path ran
+    full = train_lora(spec, str(tiny_model_dir), TRAIN,
+                      _config(max_steps=3, head_at_loss_only=False), tmp_path / "b")
+    assert len(calls) == 3
+    assert [p["loss"] for p in fast["loss_curve"]] == pytest.approx(
+        [p["loss"] for p in full["loss_curve"]], rel=1e-4)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, True),
+    ({"avx512f", "avx512_bf16"}, False),  # bf16 matmuls slower than fp32 there (measured)
+    (set(), False)])
+def test_cpu_bf16_auto_needs_amx(monkeypatch, flags, expected):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(train_module, "cpu_flags", lambda: flags)
+    assert train_module.resolve_bf16("auto") is expected
+    assert train_module.resolve_bf16(True) is True
+
+
+def test_cpu_flags_reads_the_flags_line():
+    flags = train_module.cpu_flags()
+    assert isinstance(flags, set)
+    if os.path.exists("/proc/cpuinfo"):
+        assert "fpu" in flags or not flags  # x86 lists fpu; other CPUs may list "Features"

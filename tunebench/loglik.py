@@ -216,3 +216,45 @@ def _finished(label_ids: list[list[int]], prefix: list[int], token: int, eos: in
                                      for t in label_ids):
         return label_ids.index(path)
     return None
+
+
+# Ways to turn the label log-likelihoods into an answer (the loglik "knowledge probe"):
+# summed log-probability of the label's tokens; the same per token (labels of more tokens are
+# not penalised for their length); and the summed one divided by the content-free prior.
+LOGLIK_VARIANTS = ("sum", "mean", "calibrated")
+
+
+def variant_answers(scores: Sequence[Sequence[float]], labels: Sequence[str],
+                    n_tokens: Sequence[int], prior: Sequence[float]) -> dict[str, list[str]]:
+    """{variant: answers} for every row of label log-likelihoods (see LOGLIK_VARIANTS)."""
+    return {
+        "sum": [pick(row, labels) for row in scores],
+        "mean": [pick([s / n for s, n in zip(row, n_tokens, strict=True)], labels)
+                 for row in scores],
+        "calibrated": [pick(row, labels, prior) for row in scores],
+    }
+
+
+def distribution(answers: Sequence[str], labels: Sequence[str]) -> list[float]:
+    """Share of each label among the answers."""
+    return [sum(a == label for a in answers) / max(len(answers), 1) for label in labels]
+
+
+def choose_variant(answers: dict[str, list[str]], labels: Sequence[str],
+                   train_labels: Sequence[str]) -> tuple[str, dict[str, float]]:
+    """The variant whose answer distribution over the test inputs is closest (total variation)
+    to the label distribution of the training split, and every variant's distance.
+
+    No test label is read: a probe that never answers one of the labels (the summed
+    log-likelihood of SmolLM2 never said "neutral" on 400 FinGPT rows where it is 41-66% of
+    the labels) is far from the training distribution and loses. Ties keep the order of
+    LOGLIK_VARIANTS.
+    """
+    if not train_labels:
+        raise ValueError("choosing a loglik variant needs the training labels")
+    target = distribution(train_labels, labels)
+    distances = {name: round(0.5 * sum(abs(p - q) for p, q in
+                                       zip(distribution(ans, labels), target, strict=True)), 6)
+                 for name, ans in answers.items()}
+    best = min(LOGLIK_VARIANTS, key=lambda name: (distances[name], LOGLIK_VARIANTS.index(name)))
+    return best, distances

@@ -28,6 +28,12 @@ REQUIRED = {"hub": ("id", "revision"), "local": ("path",), "gguf": ("path",),
 ONLY_FOR = {"revision": ("hub",), "path": ("local", "gguf"), "package": ("package",),
             "file": ("package",), "sha256": ("gguf", "package")}
 CACHE_MARKER = "tunebench_source.json"  # written last inside a finished cache dir
+# How a prompt reaches the model: as it is; as one user turn of the tokenizer's chat template
+# (with the template's own default system turn, or `system_prompt` when the spec sets one);
+# or as a user turn with no system turn at all (SmolLM2's template otherwise adds a ~20-token
+# "You are a helpful AI assistant named SmolLM" system turn to every example).
+PROMPT_FORMATS = ("raw", "chat", "chat_no_system")
+PROMPT_SYSTEMS = ("base", "tuned")  # the tuned system is trained and tested in its format
 
 
 def suggest(key: str, known: list[str]) -> str:
@@ -54,6 +60,18 @@ class ModelSpec:
     chat_template: bool = False
     trust_remote_code: bool = False
     family: str = "causal_lm"
+    # Per system {base, tuned}: one of PROMPT_FORMATS, or one string for both. Unset: "chat"
+    # when chat_template is true, else "raw". Stored as sorted (system, format) pairs.
+    prompt_format: tuple[tuple[str, str], ...] | None = None
+    system_prompt: str | None = None  # the system turn of "chat" (None: the template's own)
+
+    def format_for(self, system: str) -> str:
+        """The prompt format of system "base" or "tuned" (see PROMPT_FORMATS)."""
+        if system not in PROMPT_SYSTEMS:
+            raise ValueError(f"unknown system {system!r}; expected one of {PROMPT_SYSTEMS}")
+        if self.prompt_format is None:
+            return "chat" if self.chat_template else "raw"
+        return dict(self.prompt_format)[system]
 
     @classmethod
     def from_params(cls, name: str, params: dict[str, Any]) -> ModelSpec:
@@ -67,6 +85,8 @@ class ModelSpec:
         values = dict(params)
         if isinstance(values.get("lora_targets"), list):
             values["lora_targets"] = tuple(values["lora_targets"])
+        if "prompt_format" in values:
+            values["prompt_format"] = _prompt_formats(where, values["prompt_format"])
         _check_types(where, values)
         spec = cls(name=name, **values)
         spec._check_consistency()
@@ -97,12 +117,29 @@ class ModelSpec:
             raise ValueError(f"{where}.lora_targets must name at least one module")
 
 
+def _prompt_formats(where: str, value: Any) -> tuple[tuple[str, str], ...] | None:
+    """prompt_format as (system, format) pairs: one format for both systems or a mapping."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dict.fromkeys(PROMPT_SYSTEMS, value)
+    if not isinstance(value, dict) or sorted(value) != sorted(PROMPT_SYSTEMS):
+        raise ValueError(f"{where}.prompt_format must be one of {PROMPT_FORMATS} or a mapping "
+                         f"with exactly the keys {PROMPT_SYSTEMS}, got {value!r}")
+    for system, fmt in value.items():
+        if fmt not in PROMPT_FORMATS:
+            raise ValueError(f"{where}.prompt_format.{system} must be one of {PROMPT_FORMATS}, "
+                             f"got {fmt!r}")
+    return tuple(sorted(value.items()))
+
+
 def _check_types(where: str, values: dict[str, Any]) -> None:
     # YAML turns `False` into a bool but `"False"` into a (truthy) string: reject the latter.
     for key in ("load_in_4bit", "chat_template", "trust_remote_code"):
         if key in values and not isinstance(values[key], bool):
             raise ValueError(f"{where}.{key} must be true or false, got {values[key]!r}")
-    for key in ("source", "id", "revision", "path", "package", "file", "sha256", "dtype", "family"):
+    for key in ("source", "id", "revision", "path", "package", "file", "sha256", "dtype", "family",
+                "system_prompt"):
         if values.get(key) is not None and not isinstance(values[key], str):
             raise ValueError(f"{where}.{key} must be a string, got {values[key]!r}")
     targets = values.get("lora_targets", ())
@@ -341,14 +378,30 @@ def plain_cpu_4bit_kernels(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def render_prompt(tokenizer, prompt: str, use_chat_template: bool) -> str:
-    """The text the model sees: the raw prompt, or one user turn + the assistant header."""
-    if not use_chat_template:
+def apply_prompt_format(tokenizer, prompt: str, fmt: str, system_prompt: str | None = None) -> str:
+    """The text the model sees (PROMPT_FORMATS): the raw prompt, or one user turn + the
+    assistant header, after the template's system turn, `system_prompt`, or none."""
+    if fmt not in PROMPT_FORMATS:
+        raise ValueError(f"unknown prompt format {fmt!r}; expected one of {PROMPT_FORMATS}")
+    if fmt == "raw":
         return prompt
     if not tokenizer.chat_template:
-        raise ValueError("chat_template is true for this model but its tokenizer has no template")
-    messages = [{"role": "user", "content": prompt}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        raise ValueError(f"prompt format {fmt!r} needs a chat template, and this model's "
+                         f"tokenizer has none (use prompt_format: raw)")
+    user = [{"role": "user", "content": prompt}]
+    if fmt == "chat":
+        system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+        return tokenizer.apply_chat_template(system + user, tokenize=False,
+                                             add_generation_prompt=True)
+    # No system turn: render one with a marker and cut it off (a template that adds a default
+    # system turn cannot be told to leave it out).
+    marker = [{"role": "system", "content": "\x00tunebench-system\x00"}]
+    head = tokenizer.apply_chat_template(marker, tokenize=False)
+    full = tokenizer.apply_chat_template(marker + user, tokenize=False, add_generation_prompt=True)
+    if not full.startswith(head):
+        raise ValueError("this chat template does not render a separable system turn; "
+                         "use prompt_format chat or raw")
+    return full[len(head):]
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:

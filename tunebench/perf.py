@@ -133,7 +133,12 @@ def main() -> None:
     import torch
 
     from tunebench.io import read_json, read_parquet, write_json
-    from tunebench.models import load_causal_lm, load_tokenizer, render_prompt, resolve_model_dir
+    from tunebench.models import (
+        apply_prompt_format,
+        load_causal_lm,
+        load_tokenizer,
+        resolve_model_dir,
+    )
     from tunebench.params import benchmark_model, load_params, section
     from tunebench.parsing import get_parser
     from tunebench.tasks import load_task
@@ -150,8 +155,11 @@ def main() -> None:
     spec = benchmark_model(params)
     model_dir = resolve_model_dir(spec, Path(section(params, "paths")["model_cache"]))
     tokenizer = load_tokenizer(spec, model_dir)
-    prompts = [render_prompt(tokenizer, task_prompt(task, r), spec.chat_template)
-               for r in records]
+    texts = [task_prompt(task, r) for r in records]
+    prompts_of = {system: [apply_prompt_format(tokenizer, t, spec.format_for(system),
+                                               spec.system_prompt) for t in texts]
+                  for system in ("base", "tuned")}  # each system as predict asks it
+    prompts = prompts_of["base"]
     labels, parse = list(task.labels), get_parser(task.parser)
     result = read_json(args.out) if args.only and args.out.is_file() else {}
     result.update({"model": spec.name, "threads": torch.get_num_threads(),
@@ -162,8 +170,8 @@ def main() -> None:
         for system, adapter in (("base", None), ("tuned", Path("models") / run)):
             model = load_causal_lm(spec, model_dir, quantize=spec.load_in_4bit,
                                    adapter_dir=adapter)
-            result[system] = predict_figures(model, tokenizer, prompts, labels, parse, cfg,
-                                             pcfg, system)
+            result[system] = predict_figures(model, tokenizer, prompts_of[system], labels,
+                                             parse, cfg, pcfg, system)
             print(system, json.dumps(result[system]), flush=True)
             del model
     if "train" in parts:

@@ -14,14 +14,16 @@ from pathlib import Path
 
 
 def _examples(params, cfg, tokenizer, spec, n):
-    from tunebench.models import render_prompt
+    from tunebench.models import apply_prompt_format
     from tunebench.train import tokenize_example
 
     ds = cfg["dataset"]
     run = params["datasets"][ds]["run"]
     path = Path("data/instructions") / run / ds / "train.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()][:n]
-    return [tokenize_example(tokenizer, render_prompt(tokenizer, r["prompt"], spec.chat_template),
+    fmt = spec.format_for("tuned")  # as train-qlora formats its examples
+    return [tokenize_example(tokenizer, apply_prompt_format(tokenizer, r["prompt"], fmt,
+                                                            spec.system_prompt),
                              r["completion"], cfg["train_pad_to"]) for r in rows]
 
 

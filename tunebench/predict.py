@@ -71,7 +71,13 @@ def check_settings(cfg: dict[str, Any], where: str) -> None:
     check_keys(cfg, PREDICT_KEYS, f"params.yaml: {where}", REQUIRED_KEYS)
 
 
-def check_modes(modes, where: str, summarization: bool) -> list[str]:
+def check_modes(modes, where: str, summarization: bool, system: str = "base") -> list[str]:
+    """The modes of `system`: one list for both systems, or {base: [...], tuned: [...]}."""
+    if isinstance(modes, dict):
+        check_keys(modes, {"base", "tuned"}, f"params.yaml: {where}", ("base", "tuned"))
+        checked = {name: check_modes(value, f"{where}.{name}", summarization)
+                   for name, value in modes.items()}
+        return checked[system]
     if not isinstance(modes, list) or not modes or len(set(modes)) != len(modes):
         raise ConfigError(f"params.yaml: {where}: expected a non-empty list of distinct modes "
                           f"from {list(MODES)}, got {modes!r}")
@@ -105,3 +111,40 @@ def zero_shot_model(params: dict[str, Any], run: str, zero_shot: dict[str, Any])
     if llm.family != "causal_lm":
         raise ConfigError(f"params.yaml: {at}.model: {llm.name} is not a causal LM")
     return llm
+
+
+def loglik_variants(out, tokenizer, result: list[dict], labels: Sequence[str],
+                    prior: Sequence[float], train_labels: Sequence[str], calibrate: bool):
+    """The loglik answers of every variant (tunebench.loglik.LOGLIK_VARIANTS) from the label
+    scores stored in `result`, the rows of <system>-loglik.jsonl (variant "calibrated" when
+    `calibrate`, else "sum"). Returns (meta fields for that file, [(path, rows, meta)] for
+    <system>-loglik_<variant>.jsonl of each other variant). Every meta names its variant and
+    whether it is the one chosen by tunebench.loglik.choose_variant (from the training labels,
+    never the test labels); without training labels none is chosen."""
+    from tunebench.loglik import LOGLIK_VARIANTS, choose_variant, label_token_ids, variant_answers
+
+    n_tokens = [len(ids) for ids in label_token_ids(tokenizer, labels)]
+    scores = [[row["scores"][label] for label in labels] for row in result]
+    answers = variant_answers(scores, labels, n_tokens, prior)
+    selection = None
+    if train_labels:
+        best, distances = choose_variant(answers, labels, train_labels)
+        selection = {"selected": best, "distances": distances,
+                     "rule": "answer distribution closest (total variation) to the training "
+                             "labels' distribution"}
+    main = "calibrated" if calibrate else "sum"
+
+    def meta(variant: str) -> dict:
+        return {"loglik_variant": variant, "loglik_label_tokens": dict(zip(labels, n_tokens,
+                                                                           strict=True)),
+                "loglik_selected": selection is not None and selection["selected"] == variant,
+                "loglik_selection": selection}
+
+    others = []
+    for variant in LOGLIK_VARIANTS:
+        if variant == main:
+            continue
+        rows = [{**r, "raw": a, "parsed": a} for r, a in zip(result, answers[variant],
+                                                               strict=True)]
+        others.append((out.with_name(f"{out.stem}_{variant}.jsonl"), rows, meta(variant)))
+    return meta(main), others

@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets",
+PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets",
             "scikit-learn", "numpy", "pandas", "dvc")
 
 
@@ -26,8 +26,10 @@ def package_versions() -> dict[str, str | None]:
 def model_provenance(spec) -> dict[str, Any]:
     """The fields that identify a model: where it came from and which exact revision/file."""
     keys = ("name", "source", "id", "revision", "path", "package", "file", "sha256", "dtype",
-            "load_in_4bit", "chat_template", "family")
-    return {key: getattr(spec, key) for key in keys}
+            "load_in_4bit", "chat_template", "family", "system_prompt")
+    record = {key: getattr(spec, key) for key in keys}
+    record["prompt_format"] = {s: spec.format_for(s) for s in ("base", "tuned")}
+    return record
 
 
 def hardware() -> dict[str, Any]:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tunebench.io import Interrupted
-from tunebench.models import ModelSpec, encode_prompt, render_prompt, suggest
+from tunebench.models import ModelSpec, apply_prompt_format, encode_prompt, suggest
 
 IGNORE_INDEX = -100  # labels with this value are skipped by the cross-entropy loss
 OPTIMIZERS = ("adamw_torch", "paged_adamw_8bit")  # the paged 8-bit one is for GPU profiles
@@ -80,6 +80,10 @@ class TrainConfig:
     # Lay each batch's examples end to end in one row without padding (causal LMs only; the
     # position ids restart per example, so attention stays within each example).
     packing: bool = False
+    # Apply the LM head only at positions that have a label (causal LMs): the same loss,
+    # without projecting every prompt position onto the vocabulary. False: the model's own
+    # loss over full logits (kept to measure the difference in `make perf`).
+    head_at_loss_only: bool = True
 
     @classmethod
     def from_params(cls, params: dict[str, Any], where: str = "train") -> TrainConfig:
@@ -121,7 +125,7 @@ class TrainConfig:
         bf16 "auto" on a GPU: bf16 where it is native (compute capability 8+; torch's default
         is_bf16_supported() also says yes where bf16 is only emulated, slowly), otherwise fp16
         unless fp16 is false. fp16 true on a GPU: fp16, and bf16 "auto" steps aside. On CPU
-        fp16 is dropped and bf16 follows resolve_bf16 (native AVX512-BF16/AMX only).
+        fp16 is dropped and bf16 follows resolve_bf16 (CPUs with AMX only).
         """
         import torch
 
@@ -220,18 +224,32 @@ def reject_packing(cfg: TrainConfig, family: str, where: str = "train_qlora") ->
 
 
 def resolve_bf16(setting: bool | str) -> bool:
-    """bf16 autocast only where the hardware has native bf16 (emulated it is slower than fp32)."""
+    """bf16 autocast only where the hardware runs bf16 matmuls faster than fp32.
+
+    On CPU that means AMX (amx_bf16). AVX512-BF16 alone is not enough: measured on a 2-core
+    Xeon with avx512_bf16 and no AMX, a 2048x2048 matmul ran at 0.14 TFLOPS in bf16 against
+    0.23 in fp32, and a QLoRA step of SmolLM2 took 1.7x longer under bf16 autocast; a CPU
+    with AMX gave ~2 TFLOPS in bf16.
+    """
     import torch
 
     if isinstance(setting, bool):
         return setting
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
+    return "amx_bf16" in cpu_flags()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
 
 
 def prepare_for_lora(model, quantized: bool, cfg: TrainConfig, lora_config):
@@ -329,9 +347,10 @@ def train_lora(spec: ModelSpec, model_dir: str, examples: list[tuple[str, str]],
                eval_examples: list[tuple[str, str]] | None = None) -> dict:
     """Train a LoRA adapter, save it (safetensors only) to out_dir, return training metrics.
 
-    Prompts go through render_prompt here, with the spec's chat-template flag, so training
-    sees exactly what prediction will. With `checkpoint_root`, checkpoints go to
-    <checkpoint_root>/<run_name>-<fingerprint> and an interrupted run resumes from them.
+    Prompts are formatted here as the spec's prompt format for the tuned system says, so
+    training sees exactly what the tuned model's predictions will. With `checkpoint_root`,
+    checkpoints go to <checkpoint_root>/<run_name>-<fingerprint> and an interrupted run
+    resumes from them.
 
     `eval_examples`, validation pairs tokenized like the training ones (loss on the completion
     only), are evaluated at the end of every epoch and at the last step; each evaluation goes
@@ -351,9 +370,12 @@ def train_lora(spec: ModelSpec, model_dir: str, examples: list[tuple[str, str]],
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
 
+    fmt = spec.format_for("tuned")
+
     def tokenized(pairs: list[tuple[str, str]]) -> list[dict]:
-        return [tokenize_example(tokenizer, render_prompt(tokenizer, p, spec.chat_template), c,
-                                 cfg.max_seq_len) for p, c in pairs]
+        return [tokenize_example(tokenizer, apply_prompt_format(tokenizer, p, fmt,
+                                                                spec.system_prompt),
+                                 c, cfg.max_seq_len) for p, c in pairs]
 
     data, eval_data = tokenized(examples), tokenized(eval_examples or [])
     model = _prepare_peft_model(spec, model_dir, cfg)
@@ -408,7 +430,9 @@ def run_trainer(model, data: list[dict], collator, cfg: TrainConfig,
         callbacks = [_log_callback(curve, log), stop.callback]
         if validation is not None:
             callbacks.append(validation.callback)
-        trainer = _trainer_class()(
+        trainer_class = _trainer_class()
+        trainer_class.head_at_loss_only = cfg.head_at_loss_only
+        trainer = trainer_class(
             model=model, train_dataset=data, eval_dataset=eval_data or None,
             data_collator=collator, callbacks=callbacks,
             args=_training_args(cfg, scratch, checkpoints=checkpoint_dir is not None))
@@ -454,6 +478,13 @@ def _trainer_class():
 
     class _Trainer(Trainer):
         eval_time_s = 0.0
+        head_at_loss_only = True  # set per run from TrainConfig.head_at_loss_only
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not self.head_at_loss_only or "labels" not in inputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss, logits = completion_loss(model, inputs, num_items_in_batch)
+            return (loss, {"loss": loss, "logits": logits}) if return_outputs else loss
 
         def evaluate(self, *args, **kwargs):
             start, tokens = time.perf_counter(), getattr(self.data_collator, "n_tokens", None)
@@ -466,6 +497,33 @@ def _trainer_class():
             return metrics
 
     return _Trainer
+
+
+def completion_loss(model, inputs: dict, num_items_in_batch=None):
+    """The causal LM's next-token loss with the LM head applied only where a label is.
+
+    Equal to the model's own shifted cross-entropy (the mean over labelled tokens, or their
+    sum over `num_items_in_batch` when the Trainer counts tokens across accumulation steps),
+    but the hidden states of prompt and padding positions never reach the vocabulary
+    projection: with 1-3 answer tokens after an ~80-token prompt, that projection
+    (hidden x vocabulary multiply-adds per position, 576 x 49,152 for SmolLM2) is most of a
+    small model's step. Returns (loss, logits of the labelled positions, flattened).
+    """
+    import torch
+
+    labels = inputs["labels"]
+    targets = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = targets != IGNORE_INDEX  # position p predicts token p + 1
+    forward = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**forward, logits_to_keep=keep).logits
+    chosen = targets[keep[:, :-1]]
+    total = torch.nn.functional.cross_entropy(logits.float(), chosen, reduction="sum")
+    if num_items_in_batch is None:
+        return total / chosen.numel(), logits
+    if isinstance(num_items_in_batch, torch.Tensor):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch, logits
 
 
 def _better(point: dict, best: dict | None) -> bool:
