@@ -2,10 +2,15 @@
 
 Reads the --metrics files written by `score` (one per dataset) and, optionally, the
 --train metrics of the fine-tuning runs (the DVCLive folder metrics/train/<run> or its
-metrics.json; a plain <run>.json also works). Writes into --out-dir: summary.json (dataset
--> system -> metrics, both record types), summary.csv (one row per classification dataset x
-system), summary_summarization.csv (one row per summarization dataset x system x metric;
-only a header when there is none), report.md, plots/f1_weighted.png and
+metrics.json; a plain <run>.json also works) and the --timings files written by `score`
+(metrics/timings/datasets/<dataset>.json). Writes into --out-dir: summary.json (dataset ->
+system -> metrics, both record types; no timings), summary.csv (one row per classification
+dataset x system), summary_summarization.csv (one row per summarization dataset x system x
+metric; only a header when there is none), verdicts.json (tuned vs base and vs the best
+floor per classification dataset: weighted-F1 differences with paired CIs, McNemar and Holm
+p-values), timings/summary.json (the speed columns' source: seconds and examples/s per
+system, the fine-tuning runs' wall time, tokens/s, peak memory), report.md,
+plots/f1_weighted.png and
 plots/confusion_<dataset>_<system>.png for the base and tuned systems of the classification
 datasets. Image links in report.md are relative to it; a summarization record's box plot
 (figures.boxplot, relative to the working directory) is linked where it is, or named as
@@ -21,6 +26,7 @@ from tunebench.report import (
     SUMMARIZATION_CSV_FIELDS,
     TYPES,
     boxplot_links,
+    merge_timings,
     of_type,
     plot_confusion,
     plot_f1,
@@ -30,6 +36,8 @@ from tunebench.report import (
     summary_csv,
     summary_json,
     summary_rows,
+    timings_summary,
+    verdicts,
 )
 
 PLOTS = "plots"  # folder under --out-dir; report.md links into it relatively
@@ -67,10 +75,20 @@ def main() -> None:
     p.add_argument("--train", type=Path, nargs="*", default=[],
                    help="training metrics (optional): DVCLive folders metrics/train/<run>, "
                         "their metrics.json, or <run>.json files")
+    p.add_argument("--timings", type=Path, nargs="*", default=[],
+                   help="timings files from score (metrics/timings/datasets/<dataset>.json)")
     p.add_argument("--out-dir", type=Path, required=True, help="folder to write into")
     args = p.parse_args()
     records = read_records(args.metrics)
     train = dict(read_train(path) for path in args.train)
+    timings = {}
+    for path in args.timings:
+        data = read_json(path)
+        timings[data.get("dataset") or path.stem] = data
+    write_json(args.out_dir / "timings" / "summary.json",
+               timings_summary(records, timings, train))
+    write_json(args.out_dir / "verdicts.json", verdicts(records))
+    records = merge_timings(records, timings)  # the tables' speed columns read the meta
     rows, sum_rows = summary_rows(records), summarization_rows(records)
     write_json(args.out_dir / "summary.json", summary_json(rows, sum_rows))
     write_text(args.out_dir / "summary.csv", summary_csv(rows))

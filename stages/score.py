@@ -9,8 +9,11 @@ gets {"actual", "predicted"} rows for DVC's confusion plot. Summarization: --out
 ROUGE-1/2/L and BERTScore F1 (best of the references per example) with means, medians,
 bootstrap CIs and paired differences of "tuned" against the others; --figures/boxplot.png
 the per-example box plots. --per-example gets one JSONL row per example and system.
-Params: `score.n_boot`, `score.seed`, `score.bertscore` ({model: a key of models,
-num_layers}).
+Classification comparisons also carry the weighted-F1 difference tuned - other with its
+paired bootstrap 95% CI. Timings (seconds, examples/s, peak memory: they change run to run
+with identical answers) go to --timings, not --out, so `dvc metrics diff` shows quality only.
+Params: `score.n_boot`, `score.seed`, `score.ci_method` (bca or percentile),
+`score.bertscore` ({model: a key of models, num_layers}).
 """
 
 from pathlib import Path
@@ -67,12 +70,21 @@ def main() -> None:
                    help="folder for confusion rows (classification) or box plots (summaries)")
     p.add_argument("--per-example", type=Path, required=True,
                    help="JSONL of per-example results, one row per example and system")
+    p.add_argument("--timings", type=Path, required=True,
+                   help="JSON to write the systems' timings into (seconds, examples/s, memory)")
     args = p.parse_args()
     # Imported after argument parsing: it pulls in scikit-learn, which --help does not need.
-    from tunebench.score import score_dataset, score_params, score_summaries
+    from tunebench.score import (
+        ci_method_param,
+        score_dataset,
+        score_params,
+        score_summaries,
+        split_timings,
+    )
 
     params = load_params(args.params)
     n_boot, seed = score_params(params)
+    ci_method = ci_method_param(params)
     task = read_json(args.instructions / "task.json")
     if task.get("dataset") != args.dataset:
         raise DataError(f"{args.instructions / 'task.json'}: dataset {task.get('dataset')!r} "
@@ -91,6 +103,7 @@ def main() -> None:
         plot_boxplots({name: {m: [e[m] for e in examples if e["system"] == name]
                               for m in METRICS} for name in record["systems"]}, boxplot)
         record["figures"] = {"boxplot": str(boxplot)}
+        record, timings = split_timings(record)
         write_json(args.out, record)
         write_jsonl(args.per_example, examples)
         scores = ", ".join(f"{name} rougeL={s['stats']['rougeL']['mean']:.3f}"
@@ -98,7 +111,8 @@ def main() -> None:
     else:
         record, confusion = score_dataset(
             task, read_jsonl(test_path, required=("id", "completion")), systems, n_boot, seed,
-            sample, str(test_path))
+            sample, str(test_path), ci_method)
+        record, timings = split_timings(record)
         write_json(args.out, record)
         for system, rows in confusion.items():
             write_json(args.figures / f"{system}.json", rows)
@@ -108,6 +122,7 @@ def main() -> None:
             for system, rows in confusion.items() for rid, row in zip(ids, rows, strict=True)])
         scores = ", ".join(f"{name} f1w={s['f1_weighted']:.3f}"
                            for name, s in record["systems"].items())
+    write_json(args.timings, timings)
     print(f"score {args.dataset}: n={record['n']}; {scores}")
 
 

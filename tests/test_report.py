@@ -14,17 +14,22 @@ from stages.report import read_records
 from tunebench.io import DataError
 from tunebench.report import (
     SUMMARIZATION_CSV_FIELDS,
+    best_floor,
     boxplot_links,
     dataset_section,
     fmt,
+    holm,
+    merge_timings,
     ordered_systems,
     render_report,
     summarization_rows,
     summary_csv,
     summary_json,
     summary_rows,
+    timings_summary,
+    verdicts,
 )
-from tunebench.score import score_dataset
+from tunebench.score import score_dataset, split_timings
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "neutral", "positive"]
@@ -241,8 +246,7 @@ def test_summary_files_include_summarization_rows(records: list[dict]) -> None:
         ("base", "rouge1")]
     assert sum_rows[0] == {"dataset": "xsum", "system": "lead", "kind": "baseline",
                            "metric": "rouge1", "n": 50, "n_empty": 0, "mean": 0.15,
-                           "median": 0.13, "ci95_low": 0.12, "ci95_high": 0.19,
-                           "examples_per_s": 100.0}
+                           "median": 0.13, "ci95_low": 0.12, "ci95_high": 0.19}
     nested = summary_json(rows, sum_rows)
     assert nested["xsum"]["tuned"]["rouge2"] == {"mean": 0.16, "median": 0.14,
                                                  "ci95_low": 0.13, "ci95_high": 0.2}
@@ -259,8 +263,10 @@ def test_mixed_records_keep_classification_sections(records: list[dict]) -> None
     alone = render_report(records, {}, {}, "plots/f1.png")
     mixed = render_report([records[0], summarization_record(), records[1]], {}, {},
                           "plots/f1.png")
-    for rec in records:
-        assert dataset_section(rec, {}) in alone and dataset_section(rec, {}) in mixed
+    p_holm = {ds: v["p_holm"] for ds, v in verdicts(records)["datasets"].items()}
+    for rec in records:  # the sections show each test's Holm p, over both datasets' tests
+        section = dataset_section(rec, {}, p_holm[rec["dataset"]])
+        assert section in alone and section in mixed
     assert "summariz" not in alone.lower()
     assert mixed.index("## alpha") < mixed.index("## xsum (summarization)") < mixed.index(
         "## beta")
@@ -338,3 +344,78 @@ def test_cli_mixed_records(records: list[dict], tmp_path: Path) -> None:
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert "../metrics/figures/xsum/boxplot.png" in links and len(links) == 4
     assert all((out / link).is_file() for link in links)
+
+
+def test_holm_hand_case() -> None:
+    # m = 4: 0.001 * 4, max(0.004, 0.01 * 3), max(0.03, 0.04 * 2) = 0.08, max(0.08, 0.5).
+    adjusted = holm({"a": 0.01, "b": 0.001, "c": 0.5, "d": 0.04})
+    assert adjusted == pytest.approx({"b": 0.004, "a": 0.03, "d": 0.08, "c": 0.5})
+    assert holm({"x": 0.6, "y": 0.7}) == {"x": 1.0, "y": 1.0}
+
+
+def test_verdicts_beat_base_not_floor_with_holm_over_every_test() -> None:
+    specs = [("tuned", "tuned", 12, MODEL, {}), ("base", "base", 0, MODEL, {}),
+             ("majority", "baseline", 4, None, {}), ("tfidf_logreg", "baseline", 11, None, {})]
+    big = [record("big", 12, systems=specs, published=[])]
+    big[0]["n"] = 12
+    judged = verdicts(big)
+    assert judged["family_size"] == 3  # tuned vs base, majority, tfidf_logreg
+    v = judged["datasets"]["big"]
+    assert best_floor(big[0]) == "tfidf_logreg"
+    base, floor = v["vs_base"], v["vs_best_floor"]
+    assert base["p_holm"] == pytest.approx(min(1.0, 3 * base["p_value"]))
+    assert base["f1_weighted_diff"] > 0 and base["f1_weighted_diff_ci"]["low"] > 0
+    assert (base["beats"], base["verdict"]) == (True, "tuned beats base")
+    assert (floor["beats"], floor["verdict"]) == (False, "tuned does not beat tfidf_logreg")
+    assert "Holm p = 1.000" in floor["reason"]
+    text = render_report(big, {}, {}, None)
+    assert text.index("## Verdicts: weighted F1") < text.index("## What was run")
+    assert "- **big**: tuned beats base (Holm p = " in text
+    assert "family of 3 tests" in text
+
+
+def test_verdict_without_ci_says_so() -> None:
+    rec = record("old", 12)
+    for c in rec["comparisons"].values():  # a record from before the paired CI
+        del c["f1_weighted_diff"], c["f1_weighted_diff_ci"]
+    v = verdicts([rec])["datasets"]["old"]["vs_base"]
+    assert v["f1_weighted_diff"] == pytest.approx(
+        rec["systems"]["tuned"]["f1_weighted"] - rec["systems"]["base"]["f1_weighted"])
+    assert "no paired CI" in v["reason"]
+
+
+def test_timings_leave_the_record_and_come_back_for_the_tables(records) -> None:
+    quality, timings = split_timings(records[0])
+    assert all("seconds" not in s["meta"] and "examples_per_s" not in s["meta"]
+               for s in quality["systems"].values())
+    assert timings["systems"]["tuned"] == {"examples_per_s": 4.0, "seconds": 3.0}
+    assert "examples_per_s" not in summary_rows([quality])[0]
+    merged = merge_timings([quality], {"alpha": timings})
+    assert merged[0]["systems"] == records[0]["systems"]
+    summary = timings_summary([quality], {"alpha": timings}, {"r": {"wall_time_s": 9.5,
+                                                                    "steps": 3}})
+    assert summary == {"datasets": {"alpha": timings["systems"]},
+                       "train": {"r": {"wall_time_s": 9.5}}}
+
+
+def test_cli_reads_timings_and_writes_verdicts(records, tmp_path: Path) -> None:
+    paths, timing_paths = [], []
+    for rec in records:
+        quality, timings = split_timings(rec)
+        timings["systems"]["tuned"]["examples_per_s"] = 123.0
+        paths.append(tmp_path / f"{rec['dataset']}.json")
+        paths[-1].write_text(json.dumps(quality), encoding="utf-8")
+        timing_paths.append(tmp_path / "timings" / f"{rec['dataset']}.json")
+        timing_paths[-1].parent.mkdir(exist_ok=True)
+        timing_paths[-1].write_text(json.dumps(timings), encoding="utf-8")
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "stages.report", "--metrics", *map(str, paths),
+                    "--timings", *map(str, timing_paths), "--out-dir", str(out)],
+                   cwd=REPO, capture_output=True, text=True, check=True)
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "| tuned | tuned |" in md and "| 123 | 3.0 |" in md
+    speeds = json.loads((out / "timings" / "summary.json").read_text(encoding="utf-8"))
+    assert speeds["datasets"]["beta"]["tuned"]["examples_per_s"] == 123.0
+    assert "examples_per_s" not in (out / "summary.json").read_text(encoding="utf-8")
+    judged = json.loads((out / "verdicts.json").read_text(encoding="utf-8"))
+    assert judged["datasets"]["alpha"]["vs_base"]["verdict"].startswith("tuned ")

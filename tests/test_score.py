@@ -8,8 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from tunebench.config import ConfigError
 from tunebench.io import DataError, write_json, write_jsonl
-from tunebench.score import compare_with, index_predictions, round_floats, score_dataset
+from tunebench.metrics import classification_metrics
+from tunebench.score import (
+    ci_method_param,
+    compare_with,
+    index_predictions,
+    is_timing,
+    round_floats,
+    score_dataset,
+    split_timings,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "neutral", "positive"]
@@ -132,7 +142,8 @@ def score_argv(inputs: dict[str, Path], out: Path) -> list[str]:
     return [sys.executable, "-m", "stages.score", "--params", str(inputs["params"]),
             "--dataset", "toy", "--instructions", str(inputs["instructions"]),
             "--predictions", str(inputs["predictions"]), "--out", str(out / "toy.json"),
-            "--figures", str(out / "confusion"), "--per-example", str(out / "per_example.jsonl")]
+            "--figures", str(out / "confusion"), "--per-example", str(out / "per_example.jsonl"),
+            "--timings", str(out / "timings.json")]
 
 
 def run_together(*argvs: list[str]) -> list[tuple[int, str]]:
@@ -159,6 +170,13 @@ def test_cli_help_and_runs_are_identical_without_timestamps(score_inputs, tmp_pa
         5, 300, 0.8)
     rows = json.loads((tmp_path / "a" / "confusion" / "base.json").read_text(encoding="utf-8"))
     assert len(rows) == 10 and set(rows[0]) == {"actual", "predicted"}
+    # Timings live in their own file, so equal answers give an equal metrics file.
+    assert "seconds" not in text and "examples_per_s" not in text
+    timings = json.loads((tmp_path / "a" / "timings.json").read_text(encoding="utf-8"))
+    assert timings == {"dataset": "toy", "systems": {
+        name: {"examples_per_s": 5.0, "seconds": 2.0} for name in ("base", "tuned")}}
+    assert record["ci_method"] == "bca"  # the default when params name none
+    assert set(record["comparisons"]["tuned_vs_base"]["f1_weighted_diff_ci"]) == {"low", "high"}
 
 
 def test_cli_mismatch_is_a_one_line_error(score_inputs, tmp_path) -> None:
@@ -167,3 +185,49 @@ def test_cli_mismatch_is_a_one_line_error(score_inputs, tmp_path) -> None:
     [(code, stderr)] = run_together(score_argv(score_inputs, tmp_path / "out"))
     assert code == 2
     assert re.fullmatch(r"error: \S*tuned\.jsonl: missing 1 test id\(s\), e\.g\. 't9'\n", stderr)
+
+
+def test_compare_with_gives_paired_f1_difference_and_ci() -> None:
+    tuned, base = preds(set(range(8))), preds({0, 1}, {2, 3})
+    index = {name: index_predictions(rows, TARGETS, LABELS, name)
+             for name, rows in (("tuned", tuned), ("base", base))}
+    test = compare_with(index, list(TARGETS), labels=LABELS, n_boot=300, seed=0)["tuned_vs_base"]
+    f1 = {name: classification_metrics([r["target"] for r in rows], [r["parsed"] for r in rows],
+                                       LABELS)["f1_weighted"] for name, rows in
+          (("tuned", tuned), ("base", base))}
+    assert test["f1_weighted_diff"] == pytest.approx(f1["tuned"] - f1["base"])
+    ci = test["f1_weighted_diff_ci"]
+    assert ci["low"] <= test["f1_weighted_diff"] <= ci["high"] and ci["low"] > 0
+    assert "f1_weighted_diff" not in compare_with(index, list(TARGETS))["tuned_vs_base"]
+
+
+def test_score_dataset_ci_method_is_recorded_and_used() -> None:
+    rows = systems(tuned=preds(set(range(7))), base=preds({0, 1}, {2, 3}))
+    pct = score_dataset(TASK, TEST_ROWS, rows, n_boot=200, seed=0, ci_method="percentile")[0]
+    bca = score_dataset(TASK, TEST_ROWS, rows, n_boot=200, seed=0, ci_method="bca")[0]
+    assert (pct["ci_method"], bca["ci_method"]) == ("percentile", "bca")
+    assert pct["systems"]["tuned"]["f1_weighted"] == bca["systems"]["tuned"]["f1_weighted"]
+
+
+def test_ci_method_param() -> None:
+    assert ci_method_param({"score": {"n_boot": 10, "seed": 0}}) == "bca"
+    assert ci_method_param({"score": {"ci_method": "percentile"}}) == "percentile"
+    with pytest.raises(ConfigError, match="score.ci_method: expected one of"):
+        ci_method_param({"score": {"ci_method": "studentized"}})
+
+
+def test_split_timings_moves_every_timing_field() -> None:
+    assert [k for k in ("seconds", "fit_seconds", "predict_seconds", "examples_per_s",
+                        "tokens_per_s", "peak_memory_mb", "wall_time_s", "n", "batch_size",
+                        "hardware", "max_new_tokens") if is_timing(k)] == [
+        "seconds", "fit_seconds", "predict_seconds", "examples_per_s", "tokens_per_s",
+        "peak_memory_mb", "wall_time_s"]
+    record = {"dataset": "toy", "systems": {"b": {"kind": "baseline", "meta": {
+        "n": 3, "fit_seconds": 0.1, "predict_seconds": 0.2, "seconds": 0.3,
+        "examples_per_s": 10.0, "peak_memory_mb": 5.0}}}}
+    quality, timings = split_timings(record)
+    assert quality["systems"]["b"] == {"kind": "baseline", "meta": {"n": 3}}
+    assert timings["systems"]["b"] == {"examples_per_s": 10.0, "fit_seconds": 0.1,
+                                       "peak_memory_mb": 5.0, "predict_seconds": 0.2,
+                                       "seconds": 0.3}
+    assert record["systems"]["b"]["meta"]["seconds"] == 0.3  # the input is left as it was

@@ -6,6 +6,12 @@ optionally, the training metrics of each fine-tuning run. A record's ``type`` is
 tables, CSV and plots use only the first kind, the summarization section and CSV only the
 second. Text builders are pure functions of those records; matplotlib is imported only inside
 the plotting functions (Agg backend, so it renders offline and headless).
+
+Timings (seconds, examples/s, memory) are not in the score records: `score` writes them to
+metrics/timings/datasets/<dataset>.json, and :func:`merge_timings` puts them back into each
+system's meta for the tables. The report opens with one verdict per classification dataset
+(:func:`verdicts`): tuned vs base and vs the best floor on weighted F1, FinGPT's headline
+metric, with paired bootstrap CIs and Holm-adjusted McNemar p-values.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ TYPES = ("classification", "summarization")
 CONFUSION_SYSTEMS = ("base", "tuned")
 CSV_FIELDS = ("dataset", "system", "kind", "n", "accuracy", "accuracy_ci_low",
               "accuracy_ci_high", "f1_weighted", "f1_weighted_ci_low", "f1_weighted_ci_high",
-              "f1_macro", "invalid_rate", "examples_per_s")
+              "f1_macro", "invalid_rate")
 # (key in the training metrics, column title); a run without a key shows a dash.
 TRAIN_COLUMNS = (("n_examples", "examples"), ("steps", "steps"), ("wall_time_s", "wall s"),
                  ("tokens_per_s", "tokens/s"), ("peak_memory_mb", "peak MB"),
                  ("trainable_params", "trainable params"), ("train_loss", "train loss"))
+# The training metrics that are timings: they go to the timings summary, not summary.json.
+TRAIN_TIMINGS = ("wall_time_s", "tokens_per_s", "peak_memory_mb")
 SUMMARIZATION_CSV_FIELDS = ("dataset", "system", "kind", "metric", "n", "n_empty", "mean",
-                            "median", "ci95_low", "ci95_high", "examples_per_s")
+                            "median", "ci95_low", "ci95_high")
 STAT_KEYS = ("mean", "median", "ci95_low", "ci95_high")
 DASH = "–"
 
@@ -84,7 +92,6 @@ def summary_rows(records: Sequence[Mapping]) -> list[dict]:
                 "f1_weighted_ci_low": ci.get("f1_weighted", {}).get("low"),
                 "f1_weighted_ci_high": ci.get("f1_weighted", {}).get("high"),
                 "f1_macro": s["f1_macro"], "invalid_rate": s["invalid_rate"],
-                "examples_per_s": (s.get("meta") or {}).get("examples_per_s"),
             })
     return rows
 
@@ -102,24 +109,170 @@ def summarization_rows(records: Sequence[Mapping]) -> list[dict]:
                     "dataset": record["dataset"], "system": name, "kind": s.get("kind"),
                     "metric": metric, "n": values.get("n", s.get("n")),
                     "n_empty": s.get("n_empty"), **{k: values.get(k) for k in STAT_KEYS},
-                    "examples_per_s": (s.get("meta") or {}).get("examples_per_s"),
                 })
     return rows
 
 
 def summary_json(rows: Sequence[Mapping], summarization: Sequence[Mapping] = ()) -> dict:
     """dataset -> system -> metrics, nested so `dvc metrics show` reads it key by key.
-    Summarization systems (rows from summarization_rows) carry kind, n, n_empty and
-    examples_per_s, and one {mean, median, ci95_low, ci95_high} per metric."""
+    Summarization systems (rows from summarization_rows) carry kind, n and n_empty, and one
+    {mean, median, ci95_low, ci95_high} per metric. No timings (see timings_summary)."""
     out: dict[str, dict] = {}
     for row in rows:
         values = {k: v for k, v in row.items() if k not in ("dataset", "system")}
         out.setdefault(row["dataset"], {})[row["system"]] = values
     for row in summarization:
         system = out.setdefault(row["dataset"], {}).setdefault(row["system"], {
-            k: row[k] for k in ("kind", "n", "n_empty", "examples_per_s")})
+            k: row[k] for k in ("kind", "n", "n_empty")})
         system[row["metric"]] = {k: row[k] for k in STAT_KEYS}
     return out
+
+
+def merge_timings(records: Sequence[Mapping], timings: Mapping[str, Mapping]) -> list[dict]:
+    """Records with each system's timings (dataset -> {"systems": {name: fields}}, the files
+    score writes) merged into its meta, where the tables read them. A record without timings
+    keeps its meta (records from before the split carry them there)."""
+    out = []
+    for record in records:
+        extra = (timings.get(record["dataset"]) or {}).get("systems") or {}
+        systems = {name: {**s, "meta": {**(s.get("meta") or {}), **(extra.get(name) or {})}}
+                   for name, s in record["systems"].items()}
+        out.append({**record, "systems": systems})
+    return out
+
+
+def timings_summary(records: Sequence[Mapping], timings: Mapping[str, Mapping],
+                    train: Mapping[str, Mapping]) -> dict:
+    """The source of the report's speed columns: dataset -> system -> timing fields (from the
+    timings files, else the meta of older records), and the fine-tuning runs' TRAIN_TIMINGS."""
+    datasets = {}
+    for record in records:
+        extra = (timings.get(record["dataset"]) or {}).get("systems") or {}
+        datasets[record["dataset"]] = {
+            name: extra.get(name) or {k: v for k, v in (s.get("meta") or {}).items()
+                                      if k in ("seconds", "examples_per_s", "fit_seconds",
+                                               "predict_seconds")}
+            for name, s in record["systems"].items()}
+    runs = {name: {k: m[k] for k in TRAIN_TIMINGS if k in m} for name, m in sorted(train.items())}
+    return {"datasets": datasets, "train": runs}
+
+
+# --- verdicts: tuned vs base and vs the best floor, weighted F1, Holm over the report's tests
+ALPHA = 0.01  # the verdicts' significance level, after Holm's adjustment
+FLOORS = ("majority", "tfidf_logreg")  # the best of these is "the floor"
+FAMILY = ("every McNemar test of tuned against another system (base, base-loglik, the "
+          "baselines, tuned-loglik, ...) that the report shows, over all classification "
+          "datasets")
+
+
+def holm(p_values: Mapping[object, float]) -> dict[object, float]:
+    """Holm's step-down adjustment: the i-th smallest of m p-values times (m - i + 1), kept
+    monotone and capped at 1."""
+    order = sorted(p_values, key=lambda key: p_values[key])
+    adjusted, running = {}, 0.0
+    for i, key in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * p_values[key]))
+        adjusted[key] = running
+    return adjusted
+
+
+def best_floor(record: Mapping) -> str | None:
+    """The stronger of the FLOORS present: higher weighted F1, then accuracy; FLOORS order on
+    ties."""
+    systems = record["systems"]
+    present = [name for name in FLOORS if name in systems]
+    if not present:
+        return None
+    return max(present, key=lambda n: (systems[n]["f1_weighted"], systems[n]["accuracy"],
+                                       -present.index(n)))
+
+
+def _verdict(record: Mapping, key: str, p_holm: float | None, alpha: float) -> dict:
+    """One tuned-vs-X verdict: beats when the Holm p < alpha, tuned is right more often and has
+    the higher weighted F1, and the paired 95% CI of that difference lies above 0 (records
+    from before the CI field are judged without it, and say so)."""
+    c = record["comparisons"][key]
+    other, systems = c["b"], record["systems"]
+    diff = c.get("f1_weighted_diff")
+    if diff is None and "tuned" in systems and other in systems:  # records before the field
+        diff = systems["tuned"]["f1_weighted"] - systems[other]["f1_weighted"]
+    ci, acc = c.get("f1_weighted_diff_ci"), c.get("accuracy_diff") or 0.0
+    beats = False
+    if p_holm is None or p_holm >= alpha:
+        why = f"Holm p = {fmt(p_holm)} ≥ {alpha}"
+    elif acc <= 0 or diff is None or diff <= 0:
+        why = (f"{other} is better, Holm p = {fmt(p_holm)}" if acc < 0 and (diff or 0) < 0
+               else "accuracy and weighted F1 disagree")
+    elif ci and ci["low"] <= 0:
+        why = "the weighted-F1 CI includes 0"
+    else:
+        beats, why = True, f"Holm p = {fmt(p_holm)} < {alpha}"
+    if not ci:
+        why += "; no paired CI in these metrics (rerun score)"
+    return {"comparison": key, "other": other, "f1_weighted_diff": diff,
+            "f1_weighted_diff_ci": ci, "accuracy_diff": c.get("accuracy_diff"),
+            "p_value": c["p_value"], "p_holm": p_holm, "beats": beats,
+            "verdict": f"tuned {'beats' if beats else 'does not beat'} {other}", "reason": why}
+
+
+def verdicts(records: Sequence[Mapping], alpha: float = ALPHA) -> dict:
+    """Per classification dataset: tuned's weighted F1 [CI], and the verdicts tuned vs base and
+    vs the best floor, with the Holm adjustment over FAMILY (the p_holm of every test)."""
+    records = [r for r in of_type(records, "classification") if "tuned" in r["systems"]]
+    raw = {(r["dataset"], key): c["p_value"] for r in records
+           for key, c in sorted((r.get("comparisons") or {}).items())
+           if key.startswith("tuned_vs_") and c.get("p_value") is not None}
+    adjusted = holm(raw)
+    out = {}
+    for r in records:
+        ds, tuned = r["dataset"], r["systems"]["tuned"]
+        p_holm = {key: p for (d, key), p in adjusted.items() if d == ds}
+        entry = {"n": r["n"], "tuned_f1_weighted": tuned["f1_weighted"],
+                 "tuned_f1_weighted_ci": (tuned.get("ci95") or {}).get("f1_weighted"),
+                 "ci_method": r.get("ci_method", "percentile"), "p_holm": p_holm}
+        for name, other in (("vs_base", "base"), ("vs_best_floor", best_floor(r))):
+            key = f"tuned_vs_{other}"
+            if other and key in (r.get("comparisons") or {}):
+                entry[name] = _verdict(r, key, p_holm.get(key), alpha)
+        out[ds] = entry
+    return {"alpha": alpha, "ci_level": 0.95, "family": FAMILY, "family_size": len(raw),
+            "correction": "holm", "datasets": out}
+
+
+def _diff_ci(v: Mapping) -> str:
+    ci = v.get("f1_weighted_diff_ci")
+    text = f"{v['f1_weighted_diff']:+.3f}" if v.get("f1_weighted_diff") is not None else DASH
+    return text + (f" [{ci['low']:+.3f}, {ci['high']:+.3f}]" if ci else "")
+
+
+def verdict_section(summary: Mapping) -> str:
+    """The report's opening: a table of the verdicts and one plain line per dataset."""
+    if not summary["datasets"]:
+        return ""
+    rows, lines = [], []
+    for ds, v in summary["datasets"].items():
+        base, floor = v.get("vs_base") or {}, v.get("vs_best_floor") or {}
+        ci = v.get("tuned_f1_weighted_ci")
+        rows.append([ds, fmt(v["n"]), fmt(v["tuned_f1_weighted"])
+                     + (f" [{fmt(ci['low'])}, {fmt(ci['high'])}]" if ci else ""),
+                     _diff_ci(base) if base else DASH, fmt(base.get("p_value")),
+                     fmt(base.get("p_holm")), str(floor.get("other") or DASH),
+                     _diff_ci(floor) if floor else DASH, fmt(floor.get("p_value")),
+                     fmt(floor.get("p_holm"))])
+        said = [f"{x['verdict']} ({x['reason']})" for x in (base, floor) if x]
+        lines.append(f"- **{ds}**: " + ("; ".join(said) or "no comparisons") + ".")
+    header = ["dataset", "n", "tuned F1w [95% CI]", "Δ F1w tuned − base [95% CI]",
+              "McNemar p", "Holm p", "best floor", "Δ F1w tuned − floor [95% CI]",
+              "McNemar p", "Holm p"]
+    return "\n".join([
+        "## Verdicts: weighted F1 (FinGPT's headline metric)", "",
+        _table(header, rows), "", *lines, "",
+        f"A verdict says *beats* when the Holm-adjusted McNemar p is below {summary['alpha']}, "
+        "tuned is right on more examples, and the paired bootstrap 95% CI of the weighted-F1 "
+        "difference (both systems scored on the same resampled ids) lies above 0. The best "
+        "floor is the higher weighted F1 of majority and TF-IDF + LR. Holm's adjustment runs "
+        f"over the family of {summary['family_size']} tests: {summary['family']}; the "
+        "per-dataset sections show each one's Holm p."])
 
 
 def summary_csv(rows: Sequence[Mapping], fields: Sequence[str] = CSV_FIELDS) -> str:
@@ -215,17 +368,32 @@ def systems_table(record: Mapping) -> str:
     return _table(header, rows, right_from=2)
 
 
-def comparison_lines(record: Mapping) -> list[str]:
+def _holm_text(p_holm: Mapping[str, float] | None, key: str) -> str:
+    return f", Holm p = {fmt(p_holm[key])}" if p_holm and key in p_holm else ""
+
+
+def _f1_diff_text(c: Mapping) -> str:
+    if c.get("f1_weighted_diff") is None:
+        return ""
+    ci = c.get("f1_weighted_diff_ci")
+    return f", Δ F1w {c['f1_weighted_diff']:+.3f}" + (
+        f" [{ci['low']:+.3f}, {ci['high']:+.3f}]" if ci else "")
+
+
+def comparison_lines(record: Mapping, p_holm: Mapping[str, float] | None = None) -> list[str]:
+    """The paired tests of tuned against every other system; ``p_holm`` (comparison key ->
+    Holm-adjusted p, see verdicts) adds the adjusted p-values."""
     comparisons = record.get("comparisons") or {}
     main = comparisons.get("tuned_vs_base")
     if main:
         lines = [f"**Tuned vs base** (exact McNemar, paired on the same {main['n']} ids): "
-                 f"p = {fmt(main['p_value'])}; tuned right where base was wrong on "
+                 f"p = {fmt(main['p_value'])}{_holm_text(p_holm, 'tuned_vs_base')}"
+                 f"{_f1_diff_text(main)}; tuned right where base was wrong on "
                  f"{main['a_only']}, the reverse on {main['b_only']}."]
     else:
         lines = ["Tuned vs base: not compared (both prediction files are needed)."]
-    others = [f"{c['b']} p = {fmt(c['p_value'])}" for key, c in sorted(comparisons.items())
-              if key != "tuned_vs_base"]
+    others = [f"{c['b']} p = {fmt(c['p_value'])}{_holm_text(p_holm, key)}{_f1_diff_text(c)}"
+              for key, c in sorted(comparisons.items()) if key != "tuned_vs_base"]
     if others:
         lines.append("Tuned vs the other systems (McNemar): " + "; ".join(others) + ".")
     return lines
@@ -317,10 +485,12 @@ def untrained_head_lines(record: Mapping) -> list[str]:
     return ["", *out] if out else []
 
 
-def dataset_section(record: Mapping, plots: Mapping[str, str]) -> str:
-    """One dataset: systems table, paired test, published figures, notes, plots."""
+def dataset_section(record: Mapping, plots: Mapping[str, str],
+                    p_holm: Mapping[str, float] | None = None) -> str:
+    """One dataset: systems table, paired tests (with Holm p when given), published figures,
+    notes, plots."""
     ds = record["dataset"]
-    lines = [f"## {ds}", "", systems_table(record), "", *comparison_lines(record),
+    lines = [f"## {ds}", "", systems_table(record), "", *comparison_lines(record, p_holm),
              *mode_lines(record), *untrained_head_lines(record)]
     table = classification_tables(record)
     if table:
@@ -480,12 +650,18 @@ def render_report(records: Sequence[Mapping], train: Mapping[str, Mapping],
         parts += ["Summarization datasets report per-example ROUGE-1/2/L and BERTScore F1: the "
                   "mean with a 95% bootstrap CI, and the median; an empty summary scores 0 and "
                   "is counted (`empty`).", ""]
+    judged = verdicts(records)
+    opening = verdict_section(judged)
+    if opening:
+        parts += [opening, ""]
     parts.append(run_section(records, train))
     if f1_plot:
         parts += ["", f"![weighted F1 per dataset, 95% bootstrap CIs]({f1_plot})"]
     for r in records:
+        p_holm = (judged["datasets"].get(r["dataset"]) or {}).get("p_holm")
         parts += ["", summarization_section(r, boxplots or {})
-                  if record_type(r) == "summarization" else dataset_section(r, confusion_plots)]
+                  if record_type(r) == "summarization"
+                  else dataset_section(r, confusion_plots, p_holm)]
     packages = (records[0].get("packages") if records else None) or {}
     if packages:
         parts += ["", "Scored with " + ", ".join(f"{k} {v}" for k, v in sorted(packages.items())

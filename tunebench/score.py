@@ -14,7 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tunebench.io import DataError
-from tunebench.metrics import bootstrap_ci, classification_metrics, classification_table, mcnemar
+from tunebench.metrics import (
+    CI_METHODS,
+    bootstrap_ci,
+    classification_metrics,
+    classification_table,
+    mcnemar,
+    paired_bootstrap_diff,
+)
 from tunebench.parsing import INVALID
 from tunebench.provenance import package_versions as _shared_versions
 
@@ -24,6 +31,9 @@ KINDS = ("base", "tuned", "baseline")
 REFERENCE = "tuned"  # the system every other one is compared with
 CI_METRICS = ("accuracy", "f1_weighted")
 SIGNIFICANT = 6  # digits kept in floats, so `dvc metrics diff` shows meaningful changes
+# BCa by default: on the committed predictions it moves endpoints by 0.002 (median), at most
+# 0.02, and corrects the skew of a bounded statistic (docs/bootstrap.md).
+CI_METHOD = "bca"
 
 
 def split_targets(rows: Sequence[Mapping], labels: Sequence[str], where: str) -> dict[str, str]:
@@ -98,9 +108,10 @@ def check_meta(meta: Mapping, system: str, n: int, dataset: str, where: str) -> 
 
 def score_system(
     by_id: Mapping[str, Mapping], ids: Sequence[str], labels: Sequence[str],
-    n_boot: int, seed: int,
+    n_boot: int, seed: int, ci_method: str = CI_METHOD,
 ) -> dict:
-    """Point metrics plus percentile-bootstrap 95% intervals for one system.
+    """Point metrics plus bootstrap 95% intervals (``ci_method``: bca or percentile) for one
+    system.
 
     The same seed for every system means the same resampled ids, so intervals of two
     systems come from the same bootstrap samples.
@@ -112,16 +123,21 @@ def score_system(
     result["table"] = classification_table(y_true, y_pred, labels)
     result["ci95"] = {}
     for metric in CI_METRICS:
-        low, high = bootstrap_ci(y_true, y_pred, labels, metric=metric, n_boot=n_boot, seed=seed)
+        low, high = bootstrap_ci(y_true, y_pred, labels, metric=metric, n_boot=n_boot, seed=seed,
+                                 method=ci_method)
         result["ci95"][metric] = {"low": low, "high": high}
     return result
 
 
 def compare_with(
     predictions: Mapping[str, Mapping[str, Mapping]], ids: Sequence[str],
-    reference: str = REFERENCE,
+    reference: str = REFERENCE, labels: Sequence[str] | None = None, n_boot: int = 1000,
+    seed: int = 0, ci_method: str = CI_METHOD,
 ) -> dict[str, dict]:
-    """McNemar of ``reference`` against every other system, on the same ids in one order."""
+    """McNemar of ``reference`` against every other system, on the same ids in one order.
+    With ``labels``, also the weighted-F1 difference reference - other with its paired
+    bootstrap 95% interval (``f1_weighted_diff``, ``f1_weighted_diff_ci``: both systems scored
+    on each resample's ids, the resamples of score_system with the same seed)."""
     if reference not in predictions:
         return {}
 
@@ -136,6 +152,14 @@ def compare_with(
         test = mcnemar(ref, correct(predictions[other]))
         # Positive when the reference system is more accurate on these examples.
         test["accuracy_diff"] = (test["a_only"] - test["b_only"]) / test["n"]
+        if labels is not None:
+            diff = paired_bootstrap_diff(
+                [predictions[reference][i]["target"] for i in ids],
+                [predictions[reference][i]["parsed"] for i in ids],
+                [predictions[other][i]["parsed"] for i in ids], labels, "f1_weighted",
+                n_boot=n_boot, seed=seed, method=ci_method)
+            test["f1_weighted_diff"] = diff["diff"]
+            test["f1_weighted_diff_ci"] = {"low": diff["low"], "high": diff["high"]}
         out[f"{reference}_vs_{other}"] = {"a": reference, "b": other, **test}
     return out
 
@@ -171,6 +195,7 @@ def confusion_rows(by_id: Mapping[str, Mapping], ids: Sequence[str]) -> list[dic
 def score_dataset(
     task: Mapping, test_rows: Sequence[Mapping], systems: Mapping[str, tuple],
     n_boot: int, seed: int, sample: Mapping | None = None, test_where: str = "test.jsonl",
+    ci_method: str = CI_METHOD,
 ) -> tuple[dict, dict[str, list]]:
     """Score every system of one dataset.
 
@@ -189,13 +214,16 @@ def score_dataset(
         rows, meta, rows_where, meta_where = systems[name]
         indexed[name] = index_predictions(rows, targets, labels, rows_where)
         check_meta(meta, name, len(rows), task["dataset"], meta_where)
-        scored[name] = {"kind": meta["kind"], **score_system(indexed[name], ids, labels,
-                                                             n_boot, seed), "meta": dict(meta)}
+        scored[name] = {"kind": meta["kind"], **score_system(indexed[name], ids, labels, n_boot,
+                                                             seed, ci_method), "meta": dict(meta)}
     record = {
         "dataset": task["dataset"], "task": task["task"], "version": task["version"],
         "type": "classification", "run": task.get("run"), "labels": labels, "n": len(ids),
-        "seed": seed, "n_boot": n_boot, "packages": package_versions(), "systems": scored,
-        "comparisons": compare_with(indexed, ids), "notes": task.get("notes", ""),
+        "seed": seed, "n_boot": n_boot, "ci_method": ci_method, "packages": package_versions(),
+        "systems": scored, "comparisons": compare_with(indexed, ids, labels=labels,
+                                                       n_boot=n_boot, seed=seed,
+                                                       ci_method=ci_method),
+        "notes": task.get("notes", ""),
         "published": list(task.get("published") or []), "sample": dict(sample or {}),
     }
     confusion = {name: confusion_rows(indexed[name], ids) for name in indexed}
@@ -281,6 +309,7 @@ def score_summaries(
 
 # params `score`, checked as the score stage (and tunebench.profile, before a run) reads them.
 SCORE_KEYS = ("n_boot", "seed")
+OPTIONAL_SCORE_KEYS = ("bertscore", "ci_method")
 
 
 def score_params(params: dict) -> tuple[int, int]:
@@ -288,13 +317,43 @@ def score_params(params: dict) -> tuple[int, int]:
     from tunebench.params import section
 
     cfg = section(params, "score")
-    check_keys(cfg, (*SCORE_KEYS, "bertscore"), "params.yaml: score", SCORE_KEYS)
+    check_keys(cfg, (*SCORE_KEYS, *OPTIONAL_SCORE_KEYS), "params.yaml: score", SCORE_KEYS)
     n_boot, seed = cfg["n_boot"], cfg["seed"]
     if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 1:
         raise ConfigError(f"params.yaml: score.n_boot: expected an int >= 1, got {n_boot!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"params.yaml: score.seed: expected an int, got {seed!r}")
     return n_boot, seed
+
+
+def ci_method_param(params: dict) -> str:
+    """`score.ci_method`: bca or percentile (CI_METHOD when absent, e.g. in older profiles)."""
+    from tunebench.config import ConfigError
+    from tunebench.params import section
+
+    method = section(params, "score").get("ci_method", CI_METHOD)
+    if method not in CI_METHODS:
+        raise ConfigError(f"params.yaml: score.ci_method: expected one of {list(CI_METHODS)}, "
+                          f"got {method!r}")
+    return method
+
+
+# Timing fields of a system's meta (wall clock, throughput, memory): they change run to run
+# with identical answers, so the stage writes them to a file of their own (metrics/timings).
+def is_timing(key: str) -> bool:
+    return (key in ("seconds", "wall_time_s") or key.endswith(("_seconds", "_per_s"))
+            or "peak_mem" in key or key.startswith("wall_"))
+
+
+def split_timings(record: Mapping) -> tuple[dict, dict]:
+    """(record without timings, {"dataset", "systems": {name: timing fields}}): every top-level
+    timing field of each system's meta (see is_timing) moves to the second."""
+    systems, timings = {}, {}
+    for name, system in record["systems"].items():
+        meta = dict(system.get("meta") or {})
+        timings[name] = {key: meta.pop(key) for key in sorted(meta) if is_timing(key)}
+        systems[name] = {**system, "meta": meta}
+    return {**record, "systems": systems}, {"dataset": record["dataset"], "systems": timings}
 
 
 def bertscore_params(params: dict):

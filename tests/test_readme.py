@@ -1,0 +1,57 @@
+"""The README's results tables are generated from the score records and must agree with them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_report import record, summarization_record
+from tunebench.readme import BEGIN, END, main, replace_section, results_section
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_committed_readme_agrees_with_committed_metrics() -> None:
+    """Fails when metrics/datasets/*.json changed and `python -m tunebench.readme` (run by
+    `make bench`) was not."""
+    done = subprocess.run([sys.executable, "-m", "tunebench.readme", "--check"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_section_rows_verdicts_and_summaries() -> None:
+    text = results_section([record("alpha", 12), summarization_record()])
+    row = next(line for line in text.splitlines() if line.startswith("| alpha |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["alpha", "12"] and cells[5] == "67%"  # base invalid 8 of 12
+    assert cells[7].startswith("1.000 [") and cells[8].startswith("+")
+    # 8 discordant pairs, all for tuned: p = 0.0078, times 2 tests (Holm) = 0.016 >= 0.01.
+    assert cells[9] == "0.016" and cells[-1] == "does not beat base; does not beat majority"
+    assert "| xsum | tuned | 50 | 0.260 [0.230, 0.300] |" in text
+    assert "| xsum | 50 | +0.050 [+0.010, +0.090] |" in text
+
+
+def test_check_fails_when_readme_and_metrics_disagree(tmp_path: Path, capsys) -> None:
+    metrics = tmp_path / "datasets"
+    metrics.mkdir()
+    (metrics / "alpha.json").write_text(json.dumps(record("alpha", 12)), encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nintro\n\n{BEGIN}\nold numbers\n{END}\n\nafter\n", encoding="utf-8")
+    argv = ["--metrics", str(metrics), "--readme", str(readme)]
+    assert main([*argv, "--check"]) == 1 and "differ" in capsys.readouterr().err
+    assert main(argv) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("# x\n\nintro\n\n") and text.endswith(f"{END}\n\nafter\n")
+    assert "old numbers" not in text and "| alpha | 12 |" in text
+    assert main([*argv, "--check"]) == 0
+    (metrics / "alpha.json").write_text(json.dumps(record("alpha", 9)), encoding="utf-8")
+    assert main([*argv, "--check"]) == 1
+
+
+def test_markers_are_required_once() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        replace_section("no markers", "x")
+    with pytest.raises(ValueError, match="exactly one"):
+        replace_section(f"{BEGIN}{END}{BEGIN}{END}", "x")
