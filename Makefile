@@ -51,6 +51,7 @@ $(STAMP): pyproject.toml
 # The CPU default runs through tunebench.budget: dvc repro, timed per stage -> metrics/budget.json.
 bench: $(STAMP)  ## run the benchmark DAG (dvc repro, timed per stage); PROFILE=paper VARIANT=x: a DVC experiment
 	$(if $(PROFILE),$(PY) -m tunebench.profile run $(PROFILE) $(VARIANT),$(PY) -m tunebench.budget)
+	$(if $(PROFILE),,$(PY) -m tunebench.readme)
 
 bench-queue: $(STAMP)  ## queue every runnable variant of PROFILE as a DVC experiment
 	$(PY) -m tunebench.profile run $(PROFILE) --queue
