@@ -55,3 +55,38 @@ def test_markers_are_required_once() -> None:
         replace_section("no markers", "x")
     with pytest.raises(ValueError, match="exactly one"):
         replace_section(f"{BEGIN}{END}{BEGIN}{END}", "x")
+
+
+def test_base_loglik_column_takes_the_selected_variant() -> None:
+    from tunebench.readme import selected_loglik
+
+    def system(kind, selected=None):
+        meta = {} if selected is None else {"loglik_selected": selected}
+        return {"kind": kind, "meta": meta}
+
+    systems = {"base-loglik": system("base", False), "base-loglik_mean": system("base", True),
+               "base-loglik_calibrated": system("base", False), "tuned": system("tuned")}
+    assert selected_loglik(systems) == "base-loglik_mean"
+    # predictions from before the variants: the summed loglik, as before
+    assert selected_loglik({"base-loglik": system("base"), "tuned": system("tuned")}) == \
+        "base-loglik"
+    assert selected_loglik({"tuned": system("tuned")}) is None
+
+
+def test_budget_section_is_generated_and_checked(tmp_path: Path) -> None:
+    budget = {"command": "dvc repro", "complete": True, "total_seconds": 120.0,
+              "stages": {"fetch@a": 30.0, "train-qlora@r": 90.0}, "skipped": [],
+              "by_kind": {"fetch": 30.0, "train-qlora": 90.0},
+              "hardware": {"cpu": "Test CPU", "torch_threads": 2, "cpu_bf16_flags": []}}
+    (tmp_path / "budget.json").write_text(json.dumps(budget))
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text(encoding="utf-8"))
+    args = ["--readme", str(readme), "--budget", str(tmp_path / "budget.json"),
+            "--metrics", str(REPO / "metrics/datasets")]
+    assert main(args) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert "| train-qlora | 1 | 1.5 | 75% |" in text and "Test CPU" in text
+    assert main([*args, "--check"]) == 0
+    budget["total_seconds"] = 180.0
+    (tmp_path / "budget.json").write_text(json.dumps(budget))
+    assert main([*args, "--check"]) == 1
