@@ -100,9 +100,9 @@ def test_encoder_run_trains_its_own_model_and_answers_by_argmax(root):
     assert live["n_examples"] == 4 and live["steps"] == 4
     provenance = json.loads((root / "live/enc/provenance.json").read_text())
     assert provenance["model"]["name"] == "bert"
-    # CPU here: fp16 is never used on CPU; bf16 follows the CPU's native bf16 flags.
+    # CPU here: fp16 is never used on CPU; bf16 autocast only where the CPU has AMX.
     assert provenance["mixed_precision"] == {
-        "bf16": bool(provenance["hardware"]["cpu_bf16_flags"]), "fp16": False}
+        "bf16": "amx_bf16" in provenance["hardware"]["cpu_bf16_flags"], "fp16": False}
     assert provenance["hardware"]["gpu"] is None
     for system in ("base", "tuned"):
         rows = _read(pred / system / f"{system}.jsonl")
@@ -115,7 +115,8 @@ def test_encoder_run_trains_its_own_model_and_answers_by_argmax(root):
     out = root / "metrics/reviews.json"
     stage(root, "score", "--dataset", "reviews", "--instructions", root / "instr/enc/reviews",
           "--predictions", pred, "--out", out, "--figures", root / "figures/reviews",
-          "--per-example", root / "scores/reviews.jsonl")
+          "--per-example", root / "scores/reviews.jsonl",
+          "--timings", root / "timings/reviews.json")
     record = json.loads(out.read_text())
     assert record["type"] == "classification" and set(record["systems"]) == {"base", "tuned"}
     assert len(_read(root / "scores/reviews.jsonl")) == 6
@@ -133,7 +134,8 @@ def test_seq2seq_summarizer_is_scored_with_rouge_and_bertscore(root):
     out = root / "metrics/docs.json"
     stage(root, "score", "--dataset", "docs", "--instructions", root / "instr/s2s/docs",
           "--predictions", pred, "--out", out, "--figures", root / "figures/docs",
-          "--per-example", root / "scores/docs.jsonl")
+          "--per-example", root / "scores/docs.jsonl",
+          "--timings", root / "timings/docs.json")
     record = json.loads(out.read_text())
     assert record["type"] == "summarization" and set(record["systems"]) == {"base", "tuned"}
     assert record["n_references"] == {"min": 2, "max": 2}

@@ -66,7 +66,8 @@ def test_train_loops_see_the_same_real_tokens(tiny, tiny_model_dir, tmp_path, mo
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.chdir(tmp_path)
     out = train_figures(spec, str(tiny_model_dir), {"datasets": {"toy": {"run": "toy"}}}, CFG)
-    loops = ("pad_to_512", "ours_dynamic", "ours_grouped", "ours_packed", "bare_pytorch")
+    loops = ("pad_to_512", "ours_dynamic", "ours_full_logits", "ours_grouped", "ours_packed",
+             "bare_pytorch")
     assert out["mixed_precision"] in {"bf16", "fp32"}  # CPU: never fp16
     tokens = {out[name]["real_tokens"] for name in loops}
     assert len(tokens) == 1 and tokens.pop() > 0  # padding is never counted as work
@@ -76,6 +77,12 @@ def test_train_loops_see_the_same_real_tokens(tiny, tiny_model_dir, tmp_path, mo
         out["ours_dynamic"]["tokens_per_s"] / out["bare_pytorch"]["tokens_per_s"], rel=0.15)
     assert out["ours_packed_vs_dynamic"] == pytest.approx(
         out["ours_packed"]["tokens_per_s"] / out["ours_dynamic"]["tokens_per_s"], rel=0.15)
+    bound = out["bound"]
+    assert bound["matmul_tflops"] > 0 and bound["weights"] > 0
+    assert bound["flop_per_token"] == 4 * bound["weights"]
+    for name in loops:
+        assert out[name]["fraction_of_bound"] == pytest.approx(
+            out[name]["tokens_per_s"] / bound["tokens_per_s"], rel=0.01)
 
 
 def test_table_prints_what_a_partial_run_has():

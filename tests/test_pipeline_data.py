@@ -43,8 +43,10 @@ DATA_STAGES = ["fetch", "label-transform", "format-instructions"]
 
 def test_data_stages_reproduce_label_counts(tmp_path, mirror_dir):
     caps = {"train": 12, "test": 9}
+    fingpt = {name: {"run": "fingpt"} for name in ("fpb", "fiqa_sa", "tfns", "nwgi")}
     project = make_project(tmp_path / "p", mirror_dir, {
-        "format_instructions": {"seed": 42, "caps": caps, "max_words": None}})
+        "format_instructions": {"seed": 42, "caps": caps, "max_words": None},
+        "datasets": fingpt, "runs": {"fingpt": {"mixture": dict.fromkeys(fingpt, 1)}}})
     env = project_env(mirror_dir)
     for stage in DATA_STAGES:
         run(["dvc", "repro", "--single-item", *_items(stage)], project, env)

@@ -205,8 +205,14 @@ def table(r: dict) -> str:
         lines.append(f"{'train':<22}{'real tok/s':>11}{'peak MB':>9}  "
                      f"({r['train'].get('mixed_precision', 'fp32')})")
         for name, f in r["train"].items():
-            if isinstance(f, dict):
-                lines.append(f"{name:<22}{f['tokens_per_s']:>11}{f['peak_mb']:>9}")
+            if isinstance(f, dict) and name != "bound":
+                share = (f" {f['fraction_of_bound']:.1%} of bound"
+                         if "fraction_of_bound" in f else "")
+                lines.append(f"{name:<22}{f['tokens_per_s']:>11}{f['peak_mb']:>9}{share}")
+        if "bound" in r["train"]:
+            b = r["train"]["bound"]
+            lines.append(f"  bound: {b['tokens_per_s']} tok/s ({b['matmul_tflops']} TFLOP/s "
+                         f"matmul probe, {b['flop_per_token'] / 1e9:.2f} GFLOP/token)")
     if "dvc_repro_noop" in r:
         d = r["dvc_repro_noop"]
         lines.append(f"dvc no-op ({d['command']}): {d['seconds']} s"

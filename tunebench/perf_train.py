@@ -1,9 +1,15 @@
-"""Training throughput for `make perf`: real (non-pad) tokens/s of five loops on the same
-examples and model: HF Trainer with every batch padded to 512; HF Trainer with our dynamic
-collation (tunebench.train.CompletionCollator, what train_lora uses by default), also with
-length-grouped batches (train_qlora.group_by_length) and with packing (train_qlora.packing,
-tunebench.train.PackedCollator); and a bare PyTorch forward/backward/step loop over the
-dynamically collated batches."""
+"""Training throughput for `make perf`: real (non-pad) tokens/s of six loops on the same
+examples and model: HF Trainer with every batch padded to 512; train-qlora's Trainer with our
+dynamic collation (tunebench.train.CompletionCollator, what train_lora uses by default) and the
+LM head at labelled positions only (train_qlora.head_at_loss_only), the same with full logits,
+with length-grouped batches (train_qlora.group_by_length) and with packing
+(train_qlora.packing, tunebench.train.PackedCollator); and a bare PyTorch
+forward/backward/step loop over the dynamically collated batches.
+
+Each loop's throughput is also given as a fraction of the machine's bound, measured in the
+same run: a 2048x2048 matmul probe in the training precision gives FLOP/s, and a LoRA step
+costs about 4 FLOP per weight per token (2 forward, 2 for the activation gradients; the frozen
+weights get no weight gradients), so bound = FLOP/s / (4 x parameters)."""
 
 from __future__ import annotations
 
@@ -27,19 +33,27 @@ def _examples(params, cfg, tokenizer, spec, n):
                              r["completion"], cfg["train_pad_to"]) for r in rows]
 
 
-def _peft(spec, model_dir):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def _peft(spec, model_dir, train_cfg):
+    """train-qlora's own model: its 4-bit load and LoRA config from the params."""
+    from tunebench.train import _prepare_peft_model
 
-    from tunebench.models import load_causal_lm
+    return _prepare_peft_model(spec, model_dir, train_cfg)
 
-    model = load_causal_lm(spec, model_dir, quantize=spec.load_in_4bit)
-    if spec.load_in_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1,
-                                             target_modules=list(spec.lora_targets),
-                                             task_type="CAUSAL_LM"))
-    model.train()
-    return model
+
+def matmul_tflops(dtype_name: str, size: int = 2048, repeats: int = 8) -> float:
+    """Measured TFLOP/s of a size x size matmul in torch (float32 or bfloat16)."""
+    import time
+
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
 class PadTo:
@@ -63,18 +77,24 @@ class PadTo:
         return batch
 
 
-def _trainer_run(model, data, collator, steps, batch_size, group_by_length=False):
-    """A Trainer with train-qlora's own arguments (tunebench.train._training_args)."""
+def _trainer_run(model, data, collator, steps, batch_size, group_by_length=False,
+                 head_at_loss_only=False, ours=True):
+    """train-qlora's Trainer and arguments (tunebench.train); `ours=False`: the plain HF
+    Trainer (the published-style loop)."""
     from transformers import Trainer
 
-    from tunebench.train import TrainConfig, _training_args
+    from tunebench.train import TrainConfig, _trainer_class, _training_args
 
     cfg = TrainConfig(max_steps=steps, batch_size=batch_size, learning_rate=1e-4, seed=0,
                       logging_steps=1000, checkpoint_steps=0, group_by_length=group_by_length)
+    trainer_class = Trainer
+    if ours:
+        trainer_class = _trainer_class()
+        trainer_class.head_at_loss_only = head_at_loss_only
     with tempfile.TemporaryDirectory() as scratch:
         args = _training_args(cfg, scratch)
         args.disable_tqdm = True
-        Trainer(model=model, args=args, train_dataset=data, data_collator=collator).train()
+        trainer_class(model=model, args=args, train_dataset=data, data_collator=collator).train()
 
 
 def _bare_run(model, data, collator, steps, batch_size, autocast_dtype=None):
@@ -99,6 +119,7 @@ def train_figures(spec, model_dir, params, cfg) -> dict:
     import torch
 
     from tunebench.models import load_tokenizer
+    from tunebench.params import section
     from tunebench.perf_timing import timed
     from tunebench.train import CompletionCollator, PackedCollator, TrainConfig
 
@@ -106,7 +127,11 @@ def train_figures(spec, model_dir, params, cfg) -> dict:
     steps, bs = cfg["train_steps"], cfg["train_batch_size"]
     data = _examples(params, cfg, tokenizer, spec, steps * bs)
     pad_id = tokenizer.pad_token_id
-    grouped = functools.partial(_trainer_run, group_by_length=True)
+    fast = functools.partial(_trainer_run, head_at_loss_only=True)
+    grouped = functools.partial(_trainer_run, group_by_length=True, head_at_loss_only=True)
+    published = functools.partial(_trainer_run, ours=False)
+    train_cfg = TrainConfig.from_params(dict(section(params, "train_qlora"))) \
+        if "train_qlora" in params else TrainConfig()
     # The Trainer loops run train-qlora's default mixed precision (bf16/fp16 "auto"); the bare
     # loop gets the same autocast, so the comparison is of the training loop alone.
     bf16, fp16 = TrainConfig().mixed_precision()
@@ -114,23 +139,46 @@ def train_figures(spec, model_dir, params, cfg) -> dict:
     bare = functools.partial(_bare_run, autocast_dtype=torch.bfloat16 if bf16
                              else torch.float16 if fp16 else None)
     for name, collator, loop in (
-            ("pad_to_512", PadTo(pad_id, cfg["train_pad_to"]), _trainer_run),
-            ("ours_dynamic", CompletionCollator(pad_id), _trainer_run),
+            ("pad_to_512", PadTo(pad_id, cfg["train_pad_to"]), published),
+            ("ours_dynamic", CompletionCollator(pad_id), fast),  # the train-qlora default
+            ("ours_full_logits", CompletionCollator(pad_id), _trainer_run),  # head everywhere
             ("ours_grouped", CompletionCollator(pad_id), grouped),  # train_qlora.group_by_length
-            ("ours_packed", PackedCollator(), _trainer_run),  # train_qlora.packing
+            ("ours_packed", PackedCollator(), fast),  # train_qlora.packing
             ("bare_pytorch", CompletionCollator(pad_id), bare)):
-        model = _peft(spec, model_dir)
+        model = _peft(spec, model_dir, train_cfg)
         _, secs, mem = timed(lambda m=model, c=collator, f=loop: f(m, data, c, steps, bs))
         out[name] = {"tokens_per_s": round(collator.n_tokens / secs, 1),
                      "seconds": round(secs, 2), "real_tokens": collator.n_tokens,
                      "peak_mb": mem}
         print(name, out[name], flush=True)
         del model
+    n_params = _n_weights(spec, model_dir)
+    probe = matmul_tflops("bfloat16" if bf16 else "float32")
+    bound = probe * 1e12 / (4 * n_params)
+    out["bound"] = {"matmul_tflops": round(probe, 3), "weights": n_params,
+                    "tokens_per_s": round(bound, 1), "flop_per_token": 4 * n_params}
+    for name in [k for k in out if isinstance(out[k], dict) and "tokens_per_s" in out[k]
+                 and k != "bound"]:
+        out[name]["fraction_of_bound"] = float(f"{out[name]['tokens_per_s'] / bound:.4g}")
     out["ours_vs_pad512"] = round(out["ours_dynamic"]["tokens_per_s"]
                                   / out["pad_to_512"]["tokens_per_s"], 2)
+    out["head_at_loss_only_vs_full_logits"] = round(
+        out["ours_dynamic"]["tokens_per_s"] / out["ours_full_logits"]["tokens_per_s"], 2)
     out["ours_vs_bare"] = round(out["ours_dynamic"]["tokens_per_s"]
                                 / out["bare_pytorch"]["tokens_per_s"], 2)
     for name in ("ours_grouped", "ours_packed"):
         out[f"{name}_vs_dynamic"] = round(out[name]["tokens_per_s"]
                                           / out["ours_dynamic"]["tokens_per_s"], 2)
     return out
+
+
+def _n_weights(spec, model_dir) -> int:
+    """Parameters of the unquantized model, from its config (no weights loaded): a 4-bit
+    model's own parameters count packed storage, two weights per element."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
