@@ -33,13 +33,6 @@ def _examples(params, cfg, tokenizer, spec, n):
                              r["completion"], cfg["train_pad_to"]) for r in rows]
 
 
-def _peft(spec, model_dir, train_cfg):
-    """train-qlora's own model: its 4-bit load and LoRA config from the params."""
-    from tunebench.train import _prepare_peft_model
-
-    return _prepare_peft_model(spec, model_dir, train_cfg)
-
-
 def matmul_tflops(dtype_name: str, size: int = 2048, repeats: int = 8) -> float:
     """Measured TFLOP/s of a size x size matmul in torch (float32 or bfloat16)."""
     import time
@@ -121,7 +114,12 @@ def train_figures(spec, model_dir, params, cfg) -> dict:
     from tunebench.models import load_tokenizer
     from tunebench.params import section
     from tunebench.perf_timing import timed
-    from tunebench.train import CompletionCollator, PackedCollator, TrainConfig
+    from tunebench.train import (
+        CompletionCollator,
+        PackedCollator,
+        TrainConfig,
+        _prepare_peft_model,
+    )
 
     tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
     steps, bs = cfg["train_steps"], cfg["train_batch_size"]
@@ -145,7 +143,7 @@ def train_figures(spec, model_dir, params, cfg) -> dict:
             ("ours_grouped", CompletionCollator(pad_id), grouped),  # train_qlora.group_by_length
             ("ours_packed", PackedCollator(), fast),  # train_qlora.packing
             ("bare_pytorch", CompletionCollator(pad_id), bare)):
-        model = _peft(spec, model_dir, train_cfg)
+        model = _prepare_peft_model(spec, model_dir, train_cfg)  # train-qlora's own model
         _, secs, mem = timed(lambda m=model, c=collator, f=loop: f(m, data, c, steps, bs))
         out[name] = {"tokens_per_s": round(collator.n_tokens / secs, 1),
                      "seconds": round(secs, 2), "real_tokens": collator.n_tokens,

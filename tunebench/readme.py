@@ -34,10 +34,12 @@ def selected_loglik(systems: Mapping) -> str | None:
 
 
 def _loglik_cell(record: Mapping, name: str | None) -> str:
-    cell = _f1(record, name)
-    variant = ((record["systems"].get(name) or {}).get("meta") or {}).get("loglik_variant") \
-        if name else None
-    return f"{cell} ({variant})" if variant and cell != DASH else cell
+    """Weighted F1 of the loglik system, with its variant where the predictions name one."""
+    system = record["systems"].get(name) if name else None
+    if not system:
+        return DASH
+    variant = (system.get("meta") or {}).get("loglik_variant")
+    return fmt(system["f1_weighted"]) + (f" ({variant})" if variant else "")
 
 
 def _f1(record: Mapping, name: str | None) -> str:
