@@ -30,8 +30,12 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 TASK ?= fpb
 N ?= 3
 
+# DATASETS=fpb,tfns: `make bench` builds only those datasets' stages (tunebench.subset names
+# the dvc targets; it fails on an unknown name), then the report alone over what exists.
+DATASETS ?=
+
 .PHONY: setup bench bench-queue queue-gpus profiles test test-fast lint show-prompts report \
-	clean-cache help perf
+	clean-cache help perf docs crosscheck crosscheck-setup
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,9 +53,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The CPU default runs through tunebench.budget: dvc repro, timed per stage -> metrics/budget.json.
-bench: $(STAMP)  ## run the benchmark DAG (dvc repro, timed per stage); PROFILE=paper VARIANT=x: a DVC experiment
-	$(if $(PROFILE),$(PY) -m tunebench.profile run $(PROFILE) $(VARIANT),$(PY) -m tunebench.budget)
+# With DATASETS the report stage runs on its own (--single-item), so it pulls in no other
+# dataset's stages; it is not timed in metrics/budget.json.
+bench: $(STAMP)  ## run the benchmark DAG (dvc repro, timed per stage); DATASETS=fpb,tfns: only those; PROFILE=paper VARIANT=x: a DVC experiment
+	$(if $(and $(PROFILE),$(DATASETS)),$(error DATASETS selects stages of the CPU default; \
+	  it does not combine with PROFILE, whose experiment runs every dataset))
+	$(if $(PROFILE),$(PY) -m tunebench.profile run $(PROFILE) $(VARIANT),$(BENCH_REPRO))
+	$(if $(DATASETS),dvc repro --single-item report)
 	$(if $(PROFILE),,$(PY) -m tunebench.readme)
+
+# `targets=$$(...) &&` stops the recipe when tunebench.subset refuses a name (no full repro).
+BENCH_REPRO = $(if $(DATASETS),targets="$$($(PY) -m tunebench.subset $(DATASETS))" && \
+	$(PY) -m tunebench.budget -- $$targets,$(PY) -m tunebench.budget)
 
 bench-queue: $(STAMP)  ## queue every runnable variant of PROFILE as a DVC experiment
 	$(PY) -m tunebench.profile run $(PROFILE) --queue
@@ -81,6 +94,33 @@ show-prompts: $(STAMP)  ## print N rendered prompts of TASK with their targets (
 
 perf: $(STAMP)  ## predict/train speed side by side -> metrics/perf.json (PERF_N=48 on a 2-core CPU)
 	$(PY) -m tunebench.perf $(if $(PERF_N),--n $(PERF_N))
+
+# Cross-check with lm-evaluation-harness (docs/crosscheck.md). The optional extra `crosscheck`
+# of pyproject.toml is installed once, under a constraints file of everything installed, so it
+# can add packages but never move one; the diff then proves torch & co. kept their versions.
+# Its requirements are installed rather than `-e .[crosscheck]`, which would reinstall the
+# project itself under a running `dvc repro`.
+CROSSCHECK_STAMP := $(VENV)/.crosscheck-installed
+CORE_PACKAGES := '^(torch|transformers|peft|accelerate|datasets|bitsandbytes|huggingface.hub)=='
+EXTRA = $(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))\
+	['project']['optional-dependencies']['$(1)']))"
+
+crosscheck-setup: $(CROSSCHECK_STAMP)  ## install the optional extra `crosscheck` (lm-eval, pinned)
+
+$(CROSSCHECK_STAMP): $(STAMP)
+	$(PY) -m pip freeze --exclude-editable > $(VENV)/constraints.txt
+	$(PY) -m pip install -q $$($(call EXTRA,crosscheck)) -c $(VENV)/constraints.txt
+	$(PY) -m pip freeze --exclude-editable | grep -iE $(CORE_PACKAGES) > $(VENV)/core-after.txt
+	grep -iE $(CORE_PACKAGES) $(VENV)/constraints.txt | diff - $(VENV)/core-after.txt
+	touch $(CROSSCHECK_STAMP)
+
+# CROSSCHECK_N=400: the first N capped test ids per set (default all); CROSSCHECK_ARGS: more
+# options of `python -m tunebench.crosscheck --help` (e.g. --systems base tuned, --no-4bit).
+crosscheck: $(CROSSCHECK_STAMP)  ## tunebench vs lm-eval on the FinGPT sets -> metrics/crosscheck.json
+	$(PY) -m tunebench.crosscheck $(if $(CROSSCHECK_N),--n $(CROSSCHECK_N)) $(CROSSCHECK_ARGS)
+
+docs: $(STAMP)  ## regenerate docs/tasks.md, the reference of every task-file key
+	$(PY) -m tunebench.taskdoc
 
 clean-cache:  ## remove the dequantized-model and Hugging Face caches
 	rm -rf .cache

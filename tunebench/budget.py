@@ -7,14 +7,21 @@ seconds are the time from its line to the next stage's line (or the end of the r
 records the hardware, the command, the stages run and skipped, and `total_seconds`; the
 README's budget table is generated from it (`python -m tunebench.readme`).
 
+A run that rebuilds only part of the DAG (the rest cached) measures only that part, so the
+file also keeps a ledger, `dag`: for every stage of the DAG (`dvc stage list`), the seconds of
+the latest run that ran it and which run that was. Its `total_seconds` is the whole DAG's
+time as the sum of measured stages, with `missing` naming stages no run on this hardware has
+measured; a run on other hardware starts a new ledger.
+
 Usage: python -m tunebench.budget [--out metrics/budget.json] [-- dvc repro arguments]
-A run whose `dvc repro` fails still writes the file (with `"complete": false`) and exits
-with dvc's status.
+A run whose `dvc repro` fails still writes the file (with `"complete": false`; its unfinished
+last stage stays out of the ledger) and exits with dvc's status.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -90,6 +97,58 @@ def budget_record(status: int, lines, start: float, end: float,
     }
 
 
+def dag_stages() -> list[str]:
+    """Every stage name of the DAG, from `dvc stage list`."""
+    out = subprocess.run(["dvc", "stage", "list", "--name-only"], capture_output=True,
+                         text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def update_ledger(record: dict[str, Any], previous: dict[str, Any] | None,
+                  stages: list[str]) -> dict[str, Any]:
+    """The `dag` ledger: the previous file's per-stage measurements (same hardware only),
+    overwritten by this run's finished stages, restricted to the DAG's current `stages`."""
+    old = {}
+    if previous and previous.get("hardware") == record["hardware"]:
+        old = (previous.get("dag") or {}).get("stages", {})
+    finished = dict(record["stages"])
+    if not record["complete"] and finished:
+        finished.pop(list(finished)[-1])  # the stage dvc was in when it failed
+    ledger = {name: old[name] for name in stages if name in old}
+    for name, seconds in finished.items():
+        if name in stages:
+            ledger[name] = {"seconds": seconds, "run": record["command"]}
+    return {
+        "total_seconds": round(sum(e["seconds"] for e in ledger.values()), 1),
+        "by_kind": group_seconds({name: e["seconds"] for name, e in ledger.items()}),
+        "runs": sorted({e["run"] for e in ledger.values()}),
+        "missing": [name for name in stages if name not in ledger],
+        "stages": dict(sorted(ledger.items())),
+    }
+
+
+def render_dag_table(dag: dict[str, Any]) -> str:
+    """The whole DAG's minutes per stage kind, summed from the ledger's measurements."""
+    counts: dict[str, int] = {}
+    for name in dag["stages"]:
+        kind = name.split("@", 1)[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    total = dag["total_seconds"] or 1.0
+    out = ["| stage | stages | minutes | share |", "|---|---:|---:|---:|"]
+    for kind, seconds in sorted(dag["by_kind"].items(), key=lambda kv: -kv[1]):
+        out.append(f"| {kind} | {counts[kind]} | {seconds / 60:.1f} | {seconds / total:.0%} |")
+    out.append(f"| **whole DAG**, sum of stage measurements | {len(dag['stages'])} | "
+               f"**{dag['total_seconds'] / 60:.1f}** | |")
+    runs = "; ".join(f"`{run}`" for run in dag["runs"])
+    out.append(f"\nSummed from {len(dag['runs'])} measured runs on this hardware: {runs}.")
+    if dag["missing"]:
+        kinds = group_seconds({name: 1 for name in dag["missing"]})
+        listed = ", ".join(f"{kind} ×{int(n)}" for kind, n in kinds.items())
+        out.append(f"Not measured on this hardware, so not in the sum: {len(dag['missing'])} "
+                   f"stages ({listed}; `metrics/budget.json` → `dag.missing` names them).")
+    return "\n".join(out)
+
+
 def render_table(budget: dict[str, Any]) -> str:
     """The README's budget table: seconds per stage kind, and the total."""
     rows = sorted(budget["by_kind"].items(), key=lambda kv: -kv[1])
@@ -126,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
 
     status, lines, start, end = run_repro(dvc_args)
     record = budget_record(status, lines, start, end, dvc_args)
+    previous = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else None
+    record["dag"] = update_ledger(record, previous, dag_stages())
     write_json(args.out, record)
     print(f"budget: {record['total_seconds'] / 60:.1f} min, {len(record['stages'])} stages run, "
           f"{len(record['skipped'])} cached -> {args.out}")
