@@ -140,9 +140,10 @@ def committed_point(params: dict, run: str, test_sizes) -> dict | None:
     scores = {n: score_tuned(Path("data/instructions") / run / n, f, params, test_sizes)
               for n, f in zip(datasets, folders, strict=True)}
     budget = (read_json(Path("metrics/budget.json")).get("dag") or {}).get("stages", {})
+    predict = [budget.get(f"predict-tuned@{n}", {}).get("seconds") for n in datasets]
     seconds = {"train-qlora": budget.get(f"train-qlora@{run}", {}).get("seconds"),
-               "predict-tuned": round(sum(budget.get(f"predict-tuned@{n}", {}).get("seconds", 0)
-                                          for n in datasets), 1)}
+               # None when any stage is unmeasured on this hardware: not a partial sum
+               "predict-tuned": None if None in predict else round(sum(predict), 1)}
     return point_record(caps.pop(), datasets, read_json(train_path), seconds, scores,
                         source="dvc repro (committed run)")
 
@@ -152,6 +153,10 @@ def point_record(per_set: int, datasets: list[str], train: dict, seconds: dict,
     return {"train_per_set": per_set, "train_examples": train.get("n_examples"),
             "steps": train.get("steps"), "train_loss": train.get("train_loss"),
             "seconds": seconds, "source": source, "datasets": scores}
+
+
+def minutes(seconds: float | None) -> str:
+    return "not measured" if seconds is None else f"{seconds / 60:.1f}"
 
 
 def render_table(record: dict[str, Any]) -> str:
@@ -166,8 +171,8 @@ def render_table(record: dict[str, Any]) -> str:
             d = p["datasets"][n]
             cells.append(f"{d['f1_weighted']:.3f} [{d['ci95']['low']:.3f}, "
                          f"{d['ci95']['high']:.3f}]")
-        cells += [f"{(p['seconds'].get('train-qlora') or 0) / 60:.1f}",
-                  f"{(p['seconds'].get('predict-tuned') or 0) / 60:.1f}"]
+        cells += [minutes(p["seconds"].get("train-qlora")),
+                  minutes(p["seconds"].get("predict-tuned"))]
         out.append("| " + " | ".join(cells) + " |")
     sizes = sorted({s for p in points for d in p["datasets"].values()
                     for s in d["halfwidth_by_test_size"]}, key=int)
