@@ -1,12 +1,14 @@
 """baselines: non-LLM reference systems for one dataset.
 
-Classification: majority class and TF-IDF + logistic regression. Summarization: the lead
-(the first `baselines.lead.sentences` sentences of the test source), written as lead.jsonl.
-
-Classifiers train on the ids of <instructions>/train.jsonl (the examples the LLM is fine-tuned on),
-with texts from <labeled>/train.parquet joined by id, and predicts the ids of
-<instructions>/test.jsonl (texts from <labeled>/test.parquet). Writes <system>.jsonl and
-<system>.meta.json into --out (prediction schema: id, prompt_sha256, raw, parsed, target).
+Classification: majority class and TF-IDF + logistic regression (majority.jsonl,
+tfidf_logreg.jsonl) trained on the ids of <instructions>/train.jsonl (the examples the LLM is
+fine-tuned on, texts from <labeled>/train.parquet joined by id), and the strong floor
+tfidf_full.jsonl: the same classifier fitted on the whole <labeled>/train.parquet (training
+texts equal to a test text left out, counted). All predict the ids of
+<instructions>/test.jsonl (texts from <labeled>/test.parquet). Summarization: the lead (the
+first `baselines.lead.sentences` sentences of the test source), written as lead.jsonl.
+Writes <system>.jsonl and <system>.meta.json into --out (prediction schema: id,
+prompt_sha256, raw, parsed, target).
 Params: `baselines.tfidf_logreg` (TfidfLogregConfig fields), `baselines.lead.sentences`.
 """
 
@@ -19,6 +21,7 @@ from tunebench.baselines import (
     lead_sentences,
     run_baselines,
     run_lead,
+    run_strong_floor,
 )
 from tunebench.io import DataError, read_json, read_jsonl, read_parquet, write_json, write_jsonl
 from tunebench.params import load_params
@@ -55,8 +58,15 @@ def main() -> None:
     else:
         train_rows, train_texts = read_split(args.instructions, args.labeled, "train")
         results = run_baselines(train_rows, train_texts, test_rows, test_texts, cfg)
+        full = read_parquet(args.labeled / "train.parquet", columns=("id", "text", "label"))
+        results.update(run_strong_floor([str(t) for t in full["text"]],
+                                        [str(lab) for lab in full["label"]],
+                                        test_rows, test_texts, cfg))
+        strong = results["tfidf_full"][1]
         done = (f"train={len(train_rows)} test={len(test_rows)}; "
-                f"majority={results['majority'][1]['majority_label']}")
+                f"majority={results['majority'][1]['majority_label']}; "
+                f"strong floor on {strong['n_train']} training texts "
+                f"({strong['n_train_dropped_test_overlap']} equal to a test text left out)")
     for system, (rows, meta) in results.items():
         write_jsonl(args.out / f"{system}.jsonl", rows)
         write_json(args.out / f"{system}.meta.json", {**meta, "dataset": args.dataset})

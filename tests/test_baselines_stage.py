@@ -9,7 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tunebench.baselines import TfidfLogregConfig, join_texts, run_baselines
+from tunebench.baselines import (
+    TfidfLogregConfig,
+    drop_test_texts,
+    join_texts,
+    run_baselines,
+    run_strong_floor,
+)
 from tunebench.io import DataError, read_jsonl, write_json, write_jsonl, write_parquet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +84,24 @@ def test_run_baselines_rows_and_meta() -> None:
     assert (meta["kind"], meta["model"], meta["n"], meta["n_train"]) == ("baseline", None, 3, 5)
 
 
+def test_strong_floor_fits_the_whole_split_without_test_texts() -> None:
+    texts, labels, dropped = drop_test_texts(["Heavy  LOSS", "weak loss", "strong profit"],
+                                             ["negative", "negative", "positive"],
+                                             ["heavy loss", "great growth"])
+    assert (texts, labels, dropped) == (["weak loss", "strong profit"],
+                                        ["negative", "positive"], 1)
+    test = instruction_rows(LABELED_TEST, SAMPLE_TEST)
+    test_texts = join_texts(test, frame(LABELED_TEST), "test.parquet")
+    # The whole split (15 rows, mostly negative) rather than the 5-row tuning sample.
+    full = LABELED_TRAIN + [("leak", "heavy loss", "negative")]
+    rows, meta = run_strong_floor([r[1] for r in full], [r[2] for r in full], test, test_texts,
+                                  TfidfLogregConfig(C=10.0))["tfidf_full"]
+    assert (meta["system"], meta["kind"], meta["n_train"]) == ("tfidf_full", "baseline", 15)
+    assert meta["n_train_dropped_test_overlap"] == 1
+    assert [r["id"] for r in rows] == SAMPLE_TEST
+    assert [r["parsed"] for r in rows] == ["negative", "positive", "positive"]
+
+
 def test_cli_help_and_deterministic_runs(folders: dict[str, Path], tmp_path: Path) -> None:
     shown = subprocess.run([sys.executable, "-m", "stages.baselines", "--help"], cwd=REPO,
                            capture_output=True, text=True, check=True)
@@ -92,12 +116,12 @@ def test_cli_help_and_deterministic_runs(folders: dict[str, Path], tmp_path: Pat
     for proc in procs:
         _, err = proc.communicate()
         assert proc.returncode == 0, err
-    names = {"majority.jsonl", "majority.meta.json", "tfidf_logreg.jsonl",
-             "tfidf_logreg.meta.json"}
+    names = {f"{system}.{ext}" for system in ("majority", "tfidf_logreg", "tfidf_full")
+             for ext in ("jsonl", "meta.json")}
     assert {p.name for p in outs[0].iterdir()} == names | {"tuned.jsonl"}
     assert read_jsonl(outs[0] / "tuned.jsonl") == [{"id": "keep me"}]
     assert {p.name for p in outs[1].iterdir()} == names
-    for name in ("majority.jsonl", "tfidf_logreg.jsonl"):
+    for name in ("majority.jsonl", "tfidf_logreg.jsonl", "tfidf_full.jsonl"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
     assert [r["parsed"] for r in read_jsonl(outs[0] / "majority.jsonl")] == ["positive"] * 3
     meta = json.loads((outs[0] / "tfidf_logreg.meta.json").read_text(encoding="utf-8"))

@@ -60,7 +60,8 @@ def test_first_repro_runs_every_stage_and_scores_all_systems(project):
         metrics = json.loads((root / f"metrics/datasets/{name}.json").read_text())
         loglik = {f"{system}-loglik{variant}" for system in ("base", "tuned")
                   for variant in ("", "_mean", "_calibrated")}  # predict's loglik variants
-        assert set(metrics["systems"]) == {"base", "tuned", "majority", "tfidf_logreg", *loglik}
+        assert set(metrics["systems"]) == {"base", "tuned", "majority", "tfidf_logreg",
+                                          "tfidf_full", *loglik}
         assert all(s["n"] == 5 for s in metrics["systems"].values())
         assert "tuned_vs_base" in metrics["comparisons"]
         rows = (root / f"data/predictions/{name}/tuned/tuned.jsonl").read_text().splitlines()
@@ -83,8 +84,8 @@ def test_summarization_and_encoder_datasets_run_in_the_same_dag(project):
     assert xsum["bertscore"]["num_layers"] == 2
     assert (root / xsum["figures"]["boxplot"]).is_file()
     imdb = json.loads((root / "metrics/datasets/imdb.json").read_text())
-    assert set(imdb["systems"]) == {"majority", "tfidf_logreg", "base", "tuned",
-                                    "zeroshot_llm-loglik", "zeroshot_llm-loglik_mean",
+    assert set(imdb["systems"]) == {"majority", "tfidf_logreg", "tfidf_full", "base",
+                                    "tuned", "zeroshot_llm-loglik", "zeroshot_llm-loglik_mean",
                                     "zeroshot_llm-loglik_calibrated"}
     assert imdb["systems"]["base"]["meta"]["mode"] == "argmax"
     assert imdb["systems"]["zeroshot_llm-loglik"]["meta"]["model"]["name"] == "tiny"

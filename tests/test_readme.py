@@ -25,10 +25,11 @@ def test_section_rows_verdicts_and_summaries() -> None:
     text = results_section([record("alpha", 12), summarization_record()])
     row = next(line for line in text.splitlines() if line.startswith("| alpha |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:2] == ["alpha", "12"] and cells[5] == "67%"  # base invalid 8 of 12
-    assert cells[7].startswith("1.000 [") and cells[8].startswith("+")
+    assert cells[:2] == ["alpha", "12"] and cells[6] == "67%"  # base invalid 8 of 12
+    assert cells[4] == "–"  # no strong floor (tfidf_full) in this record
+    assert cells[8].startswith("1.000 [") and cells[9].startswith("+")
     # 8 discordant pairs, all for tuned: p = 0.0078, times 2 tests (Holm) = 0.016 >= 0.01.
-    assert cells[9] == "0.016" and cells[-1] == "does not beat base; does not beat majority"
+    assert cells[10] == "0.016" and cells[-1] == "does not beat base; does not beat majority"
     assert "| xsum | tuned | 50 | 0.260 [0.230, 0.300] |" in text
     assert "| xsum | 50 | +0.050 [+0.010, +0.090] |" in text
 
@@ -90,3 +91,30 @@ def test_budget_section_is_generated_and_checked(tmp_path: Path) -> None:
     budget["total_seconds"] = 180.0
     (tmp_path / "budget.json").write_text(json.dumps(budget))
     assert main([*args, "--check"]) == 1
+
+
+def test_crosscheck_section_is_generated_and_checked(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text(encoding="utf-8"))
+    record = tmp_path / "crosscheck.json"
+    args = ["--readme", str(readme), "--crosscheck", str(record),
+            "--budget", str(REPO / "metrics/budget.json"),
+            "--metrics", str(REPO / "metrics/datasets")]
+    assert main(args) == 0
+    assert f"Not run for a committed result yet (`make crosscheck` writes {record})" in \
+        readme.read_text(encoding="utf-8")
+    entry = {"n": 4, "prompt_format": "raw", "agreement": 1.0, "max_abs_loglik_diff": 2e-6,
+             "accuracy_tunebench": 0.5, "accuracy_lmeval": 0.5, "tunebench_examples_per_s": 30.0,
+             "lmeval_examples_per_s": 10.0, "speed_ratio": 3.0, "speed_ratio_end_to_end": 4.5,
+             "split": {"agreement": 1.0, "max_offset_spread": 1e-6,
+                       "answers": {"tunebench_split": {"a": 4}, "lmeval_split": {"a": 4}}},
+             "fp32_vs_4bit": None}
+    record.write_text(json.dumps({"results": {"tfns": {"tuned": entry}},
+                                  "hardware": {"cpu": "Test CPU"},
+                                  "settings": {"torch_threads": 2, "batch_size": 16}}))
+    assert main([*args, "--check"]) == 1
+    assert main(args) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert "| tfns | tuned | raw | 4 | 100.0% |" in text
+    assert "Measured on Test CPU, 2 threads, batch 16." in text
+    assert main([*args, "--check"]) == 0

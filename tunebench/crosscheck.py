@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tunebench.config import ConfigError
 from tunebench.io import DataError, read_jsonl
 
 WORK_DIR = Path(".cache/crosscheck")
@@ -283,8 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tunebench.io import write_json
-    from tunebench.params import dataset_entry, load_params, predict_settings
+    from tunebench.cli import run_command
 
     args = build_parser().parse_args(argv)
     for name in ("n", "batch_size", "threads"):
@@ -297,27 +295,29 @@ def main(argv: list[str] | None = None) -> int:
         print("error: lm-eval is not installed; run `make crosscheck` or "
               "pip install -e '.[crosscheck]'", file=sys.stderr)
         return 2
-    try:
-        import torch
+    return run_command(lambda: _run(args))
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        params = load_params(args.params)
-        cfg = predict_settings(params, dataset_entry(params, args.datasets[0]).run)
-        settings = {"batch_size": args.batch_size, "engine": args.engine,
-                    "share_prefix": bool(cfg.get("share_prefix", True)),
-                    "quantized": args.quantized, "n_requested": args.n,
-                    "work_dir": args.work_dir, "instructions": args.instructions}
-        record = run_crosscheck(params, args.datasets, args.systems, args.n, settings,
-                                args.models)
-        record = finish_record(record, settings)
-        write_json(args.out, record)
-        print(render_table(record), end="")
-        print(f"crosscheck: wrote {args.out}; all goals met: {record['all_goals_met']}")
-    except (ConfigError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+def _run(args: argparse.Namespace) -> None:
+    import torch
+
+    from tunebench.io import write_json
+    from tunebench.params import dataset_entry, load_params, predict_settings
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    cfg = predict_settings(params, dataset_entry(params, args.datasets[0]).run)
+    settings = {"batch_size": args.batch_size, "engine": args.engine,
+                "share_prefix": bool(cfg.get("share_prefix", True)),
+                "quantized": args.quantized, "n_requested": args.n,
+                "work_dir": args.work_dir, "instructions": args.instructions}
+    record = run_crosscheck(params, args.datasets, args.systems, args.n, settings,
+                            args.models)
+    record = finish_record(record, settings)
+    write_json(args.out, record)
+    print(render_table(record), end="")
+    print(f"crosscheck: wrote {args.out}; all goals met: {record['all_goals_met']}")
 
 
 if __name__ == "__main__":

@@ -190,38 +190,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tunebench.cli import run_command
+
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> None:
     from tunebench.io import write_text
     from tunebench.lmeval_tasks import load_exported
     from tunebench.params import load_params
     from tunebench.score import PRED_FIELDS, ci_method_param, score_params
 
-    args = build_parser().parse_args(argv)
-    try:
-        params = load_params(args.params)
-        task = load_exported(args.task)
-        samples = read_samples(args.samples, task.labels)
-        check_exported_ids(samples, task, str(args.samples))
-        rows = to_predictions(samples, task.labels)
-        write_ingested(args.out, rows, task, args.samples)
-        others = {p.stem: (read_jsonl(p, PRED_FIELDS), str(p)) for p in args.compare}
-        if args.out.stem in others:
-            raise ConfigError(f"--compare {args.out.stem}: the same name as --out")
-        for path in args.compare:  # a sidecar, when there is one, must be of this dataset
-            meta_path = path.with_suffix(".meta.json")
-            if meta_path.is_file() and read_json(meta_path).get("dataset") != task.dataset:
-                raise DataError(f"{meta_path}: not a prediction of dataset {task.dataset}")
-        n_boot, seed = score_params(params)
-        result = score_against(rows, args.out.stem, others, list(task.labels), n_boot, seed,
-                               ci_method_param(params))
-        table = markdown(result, args.out.stem)
-        print(table, end="")
-        if args.markdown:
-            write_text(args.markdown, table)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
+    params = load_params(args.params)
+    task = load_exported(args.task)
+    samples = read_samples(args.samples, task.labels)
+    check_exported_ids(samples, task, str(args.samples))
+    rows = to_predictions(samples, task.labels)
+    write_ingested(args.out, rows, task, args.samples)
+    others = {p.stem: (read_jsonl(p, PRED_FIELDS), str(p)) for p in args.compare}
+    if args.out.stem in others:
+        raise ConfigError(f"--compare {args.out.stem}: the same name as --out")
+    for path in args.compare:  # a sidecar, when there is one, must be of this dataset
+        meta_path = path.with_suffix(".meta.json")
+        if meta_path.is_file() and read_json(meta_path).get("dataset") != task.dataset:
+            raise DataError(f"{meta_path}: not a prediction of dataset {task.dataset}")
+    n_boot, seed = score_params(params)
+    result = score_against(rows, args.out.stem, others, list(task.labels), n_boot, seed,
+                           ci_method_param(params))
+    table = markdown(result, args.out.stem)
+    print(table, end="")
+    if args.markdown:
+        write_text(args.markdown, table)
 
 if __name__ == "__main__":
     sys.exit(main())

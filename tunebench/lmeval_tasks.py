@@ -212,27 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tunebench.params import load_params
+    from tunebench.cli import run_command
 
     args = build_parser().parse_args(argv)
     if args.n is not None and args.n < 1:
         print(f"error: --n must be >= 1, got {args.n}", file=sys.stderr)
         return 2
-    try:
-        params = load_params(args.params)
-        names = args.datasets or classification_datasets(params, args.instructions)
-        if not names:
-            raise DataError(f"{args.instructions}: no classification instructions to export "
-                            f"(run `dvc repro format-instructions` first)")
-        for dataset in names:
-            for task in export_dataset(params, dataset, args.systems, args.instructions,
-                                       args.out, args.n):
-                print(f"lmeval_tasks: {task.yaml_path} ({task.n} rows, {task.prompt_format})")
-    except (ConfigError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: _run(args))
 
+
+def _run(args: argparse.Namespace) -> None:
+    from tunebench.params import load_params
+
+    params = load_params(args.params)
+    names = args.datasets or classification_datasets(params, args.instructions)
+    if not names:
+        raise DataError(f"{args.instructions}: no classification instructions to export "
+                        f"(run `dvc repro format-instructions` first)")
+    for dataset in names:
+        for task in export_dataset(params, dataset, args.systems, args.instructions,
+                                   args.out, args.n):
+            print(f"lmeval_tasks: {task.yaml_path} ({task.n} rows, {task.prompt_format})")
 
 if __name__ == "__main__":
     sys.exit(main())
