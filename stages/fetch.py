@@ -9,9 +9,9 @@ the TUNEBENCH_MIRROR environment variable; with neither, the task's Hub source i
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.fetch import fetch, resolve_mirror
+from tunebench.fetch import check_dataset_names, check_name, fetch, inside, resolve_mirror
 from tunebench.io import write_json, write_parquet
-from tunebench.params import dataset_task, fetch_mirror_param, load_params
+from tunebench.params import dataset_entry, dataset_task, fetch_mirror_param, load_params
 
 
 def main() -> None:
@@ -21,11 +21,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     args = p.parse_args()
     params = load_params(args.params)
+    check_dataset_names(args.dataset, dataset_entry(params, args.dataset).task, args.params)
     task = dataset_task(params, args.dataset, args.tasks)
     mirror = resolve_mirror(fetch_mirror_param(params))
     frames, provenance = fetch(task, mirror)
+    for split in frames:  # split names become file names
+        check_name(split, f"{task.path}: split name")
     for split, df in frames.items():
-        write_parquet(args.out / f"{split}.parquet", df)
+        write_parquet(inside(args.out / f"{split}.parquet", args.out, f"split {split!r}"), df)
     write_json(args.out / "provenance.json", {"task": task.name, **provenance})
     rows = ", ".join(f"{s}={len(df)}" for s, df in frames.items())
     print(f"fetch {args.dataset}: {provenance['source']} -> {args.out} ({rows})")

@@ -10,15 +10,25 @@ default `format_instructions.validation_share`) a dataset without a validation s
 <out>/validation.jsonl: that seeded, stratified share of its capped training rows, held out
 of train.jsonl (counted in the summary); train-qlora evaluates it every epoch and keeps the
 best. A dataset with its own validation split keeps it (naming a share for it is an error).
+The labeled files must be the ones label-transform's summary.json describes (its splits and
+their row counts), and a cap must name a split the dataset has.
 """
 
 from collections import Counter
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.config import ConfigError
+from tunebench.config import ConfigError, closest
+from tunebench.fetch import check_dataset_names
 from tunebench.instructions import format_instructions, hold_out_validation
-from tunebench.io import DataError, check_unique_ids, read_parquet, write_json, write_jsonl
+from tunebench.io import (
+    DataError,
+    check_unique_ids,
+    read_json,
+    read_parquet,
+    write_json,
+    write_jsonl,
+)
 from tunebench.params import dataset_entry, dataset_task, load_params
 
 
@@ -31,18 +41,24 @@ def main() -> None:
     args = p.parse_args()
     params = load_params(args.params)
     entry = dataset_entry(params, args.dataset)
+    check_dataset_names(args.dataset, entry.task, args.params)
     task = dataset_task(params, args.dataset, args.tasks)
     seed = params["format_instructions"]["seed"]  # checked by dataset_entry
     summary = {}
     paths = sorted(args.labeled.glob("*.parquet"))
     if not paths:
         raise DataError(f"{args.labeled}: no <split>.parquet files from label-transform")
+    upstream = upstream_rows(args.labeled, [p.stem for p in paths])
+    check_caps(params, args.dataset, [p.stem for p in paths], args.params)
     share = validation_share(entry, [p.stem for p in paths], args.labeled)
     for path in paths:
         split = path.stem
         df = read_parquet(path, ("id", "text", "label", *(
             ("references",) if task.type == "summarization" else ())))
         check_unique_ids(df["id"], str(path))
+        if len(df) != upstream[split]:
+            raise DataError(f"{path}: {len(df)} rows, {args.labeled / 'summary.json'} says "
+                            f"{upstream[split]} kept; rerun label-transform")
         rows, summary[split] = format_instructions(
             task, df, entry.caps.get(split), seed, entry.max_words)
         # Reconcile: rows out = rows in, less exactly those the cap leaves out.
@@ -73,6 +89,41 @@ def main() -> None:
         "published": list(task.published)})
     counts = ", ".join(f"{s}={v['rows_out']}" for s, v in summary.items())
     print(f"format-instructions {args.dataset}: {counts}")
+
+
+def upstream_rows(labeled: Path, splits: list[str]) -> dict[str, int]:
+    """{split: rows kept} from label-transform's summary.json, which must describe exactly the
+    <split>.parquet files found (a half-replaced folder mixes two runs)."""
+    path = labeled / "summary.json"
+    summary = read_json(path)
+    described = summary.get("splits") if isinstance(summary, dict) else None
+    if not isinstance(described, dict):
+        raise DataError(f"{path}: no 'splits' counts; is it label-transform's summary?")
+    if sorted(described) != sorted(splits):
+        raise DataError(f"{path}: describes splits {sorted(described)} but {labeled} holds "
+                        f"{sorted(splits)}; rerun label-transform")
+    rows = {}
+    for split, info in described.items():
+        kept = info.get("kept") if isinstance(info, dict) else None
+        if isinstance(kept, bool) or not isinstance(kept, int):
+            raise DataError(f"{path}: splits.{split}.kept: expected a row count, got {kept!r}")
+        rows[split] = kept
+    return rows
+
+
+def check_caps(params: dict, name: str, splits: list[str], params_path: Path) -> None:
+    """A cap must name a split: the dataset's own (datasets.<name>.caps), or any split of the
+    benchmark for the shared default (format_instructions.caps), so a typo'd split name does
+    not silently leave a split uncapped."""
+    shared = {"train", "test", "validation", *splits}
+    for key, caps, known in (
+            ("format_instructions.caps", params["format_instructions"].get("caps"), shared),
+            (f"datasets.{name}.caps", (params["datasets"][name] or {}).get("caps"), splits)):
+        for split in caps or {}:
+            if split not in known:
+                raise ConfigError(f"{params_path}: {key}.{split}: {name} has no split "
+                                  f"{split!r}{closest(str(split), known)}; its splits: "
+                                  f"{', '.join(sorted(splits))}")
 
 
 def validation_share(entry, splits: list[str], labeled: Path) -> float | None:

@@ -10,9 +10,10 @@ test texts also in train passes `label_transform.max_leakage_share`, or on dupli
 from pathlib import Path
 
 from stages._cli import parser, run
+from tunebench.fetch import check_dataset_names, check_name, inside
 from tunebench.io import DataError, read_json, read_parquet, write_json, write_jsonl, write_parquet
 from tunebench.label_transform import label_transform
-from tunebench.params import dataset_task, label_transform_params, load_params
+from tunebench.params import dataset_entry, dataset_task, label_transform_params, load_params
 
 
 def main() -> None:
@@ -23,11 +24,15 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     args = p.parse_args()
     params = load_params(args.params)
+    check_dataset_names(args.dataset, dataset_entry(params, args.dataset).task, args.params)
     task = dataset_task(params, args.dataset, args.tasks)
     limits = label_transform_params(params)
     provenance = read_json(args.raw / "provenance.json")
-    if not isinstance(provenance, dict) or not provenance.get("splits"):
+    if not isinstance(provenance, dict) or not isinstance(provenance.get("splits"), dict) \
+            or not provenance["splits"]:
         raise DataError(f"{args.raw / 'provenance.json'}: lists no splits")
+    for name in provenance["splits"]:  # split names become file names, read and written
+        check_name(name, f"{args.raw / 'provenance.json'}: split name")
     raw = {name: read_parquet(args.raw / f"{name}.parquet", task.raw_columns(name))
            for name in provenance["splits"]}
     for name, df in raw.items():  # fetch's row counts must still hold
@@ -38,7 +43,7 @@ def main() -> None:
     splits, quarantine, summary = label_transform(task, raw, limits["max_quarantine_share"],
                                                   limits["max_leakage_share"])
     for name, df in splits.items():
-        write_parquet(args.out / f"{name}.parquet", df)
+        write_parquet(inside(args.out / f"{name}.parquet", args.out, f"split {name!r}"), df)
     write_jsonl(args.out / "quarantine.jsonl", quarantine)
     write_json(args.out / "summary.json", {**summary, "source": provenance})
     kept = ", ".join(f"{s}={len(df)}" for s, df in splits.items())

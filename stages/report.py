@@ -12,15 +12,19 @@ p-values), timings/summary.json (the speed columns' source: seconds and examples
 system, the fine-tuning runs' wall time, tokens/s, peak memory), report.md,
 plots/f1_weighted.png and
 plots/confusion_<dataset>_<system>.png for the base and tuned systems of the classification
-datasets. Image links in report.md are relative to it; a summarization record's box plot
-(figures.boxplot, relative to the working directory) is linked where it is, or named as
-missing.
+datasets; report.md ends with the deviations of --params from the published recipes
+(tunebench.deviations). Image links in report.md are relative to it; a summarization
+record's box plot (figures.boxplot, relative to the working directory) is linked where it
+is, or named as missing.
 """
 
 from pathlib import Path
 
 from stages._cli import parser, run
+from tunebench.deviations import report_section
 from tunebench.io import DataError, read_json, write_json, write_text
+from tunebench.params import load_params
+from tunebench.presets import load_presets
 from tunebench.report import (
     CONFUSION_SYSTEMS,
     SUMMARIZATION_CSV_FIELDS,
@@ -108,8 +112,9 @@ def main() -> None:
     if f1_plot:
         plot_f1(classification, args.out_dir / f1_plot)
     boxplots = boxplot_links(records, args.out_dir)
-    write_text(args.out_dir / "report.md",
-               render_report(records, train, confusion, f1_plot, boxplots))
+    text = render_report(records, train, confusion, f1_plot, boxplots)
+    text += "\n" + report_section(load_params(args.params), load_presets()) + "\n"
+    write_text(args.out_dir / "report.md", text)
     print(f"report: {len(records)} dataset(s), {len(rows)} classification rows, "
           f"{len(sum_rows)} summarization rows -> {args.out_dir}/report.md")
 

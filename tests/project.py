@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("dvc.yaml", "params.yaml", "tasks", "stages", "tunebench")
+COPIED = ("dvc.yaml", "params.yaml", "tasks", "profiles", "stages", "tunebench")
 
 
 def make_project(dest: Path, mirror: Path, params: dict[str, Any] | None = None) -> Path:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from stages import _cli
+from tunebench.io import read_jsonl
 
 TASK = {
     "name": "toy", "version": 1, "labels": ["negative", "neutral", "positive"],
@@ -51,7 +52,7 @@ class Toy:
 
     def params(self, **sections):
         params = {"fetch": {"mirror": str(self.root / "mirror")},
-                  "label_transform": {"max_quarantine_share": 1.0, "max_leakage_share": 0.0},
+                  "label_transform": {"max_quarantine_share": 0.5, "max_leakage_share": 0.0},
                   "format_instructions": {"seed": 0, "caps": {}, "max_words": None},
                   "datasets": {"toy": {"run": "toy"}}}
         params.update(sections)
@@ -157,6 +158,127 @@ def test_duplicate_ids_fail(toy):
                         str(toy.root / "tasks"), "--labeled", str(toy.root / "labeled"),
                         "--out", str(toy.root / "instr"))
     one_line_error(code, err, f"{path}: 1 duplicate id(s): 'toy:train:0' x2")
+
+
+def format_instructions(toy):
+    return toy.run("format_instructions", "--dataset", "toy", "--tasks",
+                   str(toy.root / "tasks"), "--labeled", str(toy.root / "labeled"),
+                   "--out", str(toy.root / "instr"))
+
+
+def test_an_empty_split_fails_before_any_model_stage(toy):
+    toy.files(test="sentence,label\n")
+    assert toy.fetch()[0] == 0
+    one_line_error(*toy.label(), "toy/test: no rows", "every split needs examples")
+
+
+def test_a_split_whose_every_row_is_quarantined_fails(toy):
+    toy.files(test="sentence,label\nSales fell,bearish\n")
+    assert toy.fetch()[0] == 0
+    one_line_error(*toy.label(), "toy/test: all 1 rows quarantined",
+                   "toy:test:0: unknown label 'bearish'")
+
+
+@pytest.mark.parametrize("text", ["\x00\x00", "\u200b\u200d", "\ufeff \u2028", "\x07\t"])
+def test_invisible_texts_are_quarantined_as_empty(toy, text):
+    path = toy.mirror / "train.parquet"
+    pd.DataFrame({"sentence": ["Shares rose", text], "label": ["pos", "neg"]}).to_parquet(path)
+    toy.task({**TASK, "source": {"mirror": {"dir": "toy", "splits": {
+        "train": {"file": "train.parquet"}, "test": {"file": "test.csv"}}}}})
+    assert toy.fetch()[0] == 0 and toy.label()[0] == 0
+    [bad] = read_jsonl(toy.root / "labeled/quarantine.jsonl")  # U+2028 is not a line end
+    assert bad["id"] == "toy:train:1" and bad["reason"].startswith("empty text in 'sentence'")
+    assert toy.summary()["splits"]["train"]["quarantine_reasons"] == {"empty text": 1}
+
+
+def test_a_quarantine_share_of_one_is_refused(toy):
+    toy.params(label_transform={"max_quarantine_share": 1})
+    assert toy.fetch()[0] == 0
+    one_line_error(*toy.label(), "label_transform.max_quarantine_share: expected a share "
+                   "below 1 (0.01 = 1%), got 1")
+
+
+@pytest.mark.parametrize(("caps", "fragment"), [
+    ({"datasets": {"toy": {"run": "toy", "caps": {"tset": 1}}}},
+     "datasets.toy.caps.tset: toy has no split 'tset' (did you mean 'test'?); its splits: "
+     "test, train"),
+    ({"datasets": {"toy": {"run": "toy", "caps": {"validation": 1}}}},
+     "datasets.toy.caps.validation: toy has no split 'validation'"),
+    ({"format_instructions": {"seed": 0, "caps": {"trian": 2}, "max_words": None}},
+     "format_instructions.caps.trian: toy has no split 'trian' (did you mean 'train'?)"),
+])
+def test_a_cap_on_a_split_that_does_not_exist_is_refused(toy, caps, fragment):
+    assert toy.fetch()[0] == 0 and toy.label()[0] == 0
+    toy.params(**caps)
+    one_line_error(*format_instructions(toy), fragment)
+
+
+def test_a_shared_cap_on_a_split_the_dataset_lacks_is_allowed(toy):
+    toy.params(format_instructions={"seed": 0, "caps": {"validation": 1}, "max_words": None})
+    assert toy.fetch()[0] == 0 and toy.label()[0] == 0
+    assert format_instructions(toy)[0] == 0
+
+
+@pytest.mark.parametrize("damage", ["extra split", "missing split", "row count", "no summary"])
+def test_labeled_files_must_match_their_summary(toy, damage):
+    """A half-replaced labeled folder (files of two runs) is refused, not formatted."""
+    assert toy.fetch()[0] == 0 and toy.label()[0] == 0
+    labeled = toy.root / "labeled"
+    if damage == "extra split":
+        (labeled / "validation.parquet").write_bytes((labeled / "test.parquet").read_bytes())
+        fragment = "describes splits ['test', 'train'] but"
+    elif damage == "missing split":
+        (labeled / "test.parquet").unlink()
+        fragment = "holds ['train']; rerun label-transform"
+    elif damage == "row count":
+        df = pd.read_parquet(labeled / "train.parquet")
+        df.iloc[:2].to_parquet(labeled / "train.parquet")
+        fragment = "train.parquet: 2 rows, "
+    else:
+        (labeled / "summary.json").unlink()
+        fragment = "summary.json: file not found"
+    one_line_error(*format_instructions(toy), fragment)
+
+
+@pytest.mark.parametrize(("where", "name"), [
+    ("task split", "../../../x"), ("task split", "a/b"), ("dataset key", "../x"),
+    ("task name", "../toy"), ("mirror dir", "../.."), ("mirror file", "../../outside.csv"),
+])
+def test_names_that_become_paths_cannot_escape(toy, where, name):
+    """A split, dataset, task or mirror name with '..' or '/' is refused before anything is
+    read or written outside its folder."""
+    mirror = {"dir": "toy", "splits": {"train": {"file": "train.csv"},
+                                       "test": {"file": "test.csv"}}}
+    dataset = "toy"
+    if where == "task split":
+        mirror["splits"][name] = {"file": "test.csv"}
+    elif where == "mirror dir":
+        mirror["dir"] = name
+    elif where == "mirror file":
+        mirror["splits"]["test"] = {"file": name}
+    toy.task({**TASK, "source": {"mirror": mirror}})
+    if where == "dataset key":
+        dataset = name
+        toy.params(datasets={name: {"run": "toy"}})
+    elif where == "task name":
+        toy.params(datasets={"toy": {"run": "toy", "task": name}})
+    before = sorted(p for p in toy.root.parent.rglob("*") if "raw" not in p.parts)
+    code, err = toy.run("fetch", "--dataset", dataset, "--tasks", str(toy.root / "tasks"),
+                        "--out", str(toy.root / "raw"))
+    line = one_line_error(code, err)
+    assert name in line and ("cannot name a file" in line or "lies outside" in line), line
+    assert not (toy.root / "raw").exists()
+    assert sorted(p for p in toy.root.parent.rglob("*") if "raw" not in p.parts) == before
+
+
+def test_split_names_in_provenance_cannot_escape(toy):
+    assert toy.fetch()[0] == 0
+    path = toy.root / "raw" / "provenance.json"
+    provenance = json.loads(path.read_text())
+    provenance["splits"]["../../escaped"] = provenance["splits"]["test"]
+    path.write_text(json.dumps(provenance))
+    one_line_error(*toy.label(), "provenance.json: split name: '../../escaped' cannot name")
+    assert not list(toy.root.parent.rglob("escaped*"))
 
 
 def test_non_utf8_csv_names_the_line(toy):

@@ -273,3 +273,21 @@ def test_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         deviations.main(["--help"])
     assert exit_.value.code == 0 and "--check" in capsys.readouterr().out
+
+
+def test_report_section_follows_the_params():
+    """The report's deviations section has one table per compared run, generated from the
+    params it is given: a learning-rate change shows in it."""
+    text = deviations.report_section(BASE, PRESETS, TASKS)
+    assert text.startswith("## Deviations from the published recipes")
+    runs = deviations.recipes(BASE, PRESETS)
+    assert text.count("### run `") == len(runs) >= 1
+    fingpt = text.split("### run `fingpt`")[1].split("### run")[0]
+    assert "| learning rate |" in fingpt and "| 0.0002 |" in fingpt
+    params = copy.deepcopy(BASE)
+    _set_lr(params)
+    changed = deviations.report_section(params, PRESETS, TASKS)
+    assert changed.count("| 0.0001 |") == text.count("| 0.0001 |") + 1
+    params["recipes"] = {}
+    assert "No run names a published recipe" in deviations.report_section(params, PRESETS,
+                                                                           TASKS)

@@ -128,12 +128,15 @@ def _run_stage(tmp_path, monkeypatch, params, splits=("train", "test")):
 
     labeled, out = tmp_path / "labeled", tmp_path / "out"
     labeled.mkdir(exist_ok=True)
+    kept = {}
     for split in splits:
-        n = 90 if split == "train" else 12
+        n = kept[split] = 90 if split == "train" else 12
         labels = (["neutral", "neutral", "positive"] * n)[:n]
         pd.DataFrame({"id": [f"tfns:{split}:{i}" for i in range(n)],
                       "text": [f"tweet {i}" for i in range(n)], "label": labels}
                      ).to_parquet(labeled / f"{split}.parquet")
+    (labeled / "summary.json").write_text(json.dumps(
+        {"splits": {split: {"kept": n} for split, n in kept.items()}}))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.setattr(sys, "argv", [
         "format_instructions", "--params", str(tmp_path / "params.yaml"), "--dataset", "tfns",

@@ -64,7 +64,7 @@ def test_quarantine_counts_every_bad_row_and_keeps_the_rest():
                   {"text": "flat", "label": 9}, {"text": "down", "label": 0}])
     test = _raw([{"text": "meh", "label": 2}, {"text": None, "label": 2}])
     raw = {"train": train, "test": test}
-    splits, quarantine, summary = label_transform(task("tfns"), raw, 1.0)
+    splits, quarantine, summary = label_transform(task("tfns"), raw, 0.5)
     assert list(splits["train"]["label"]) == ["positive", "negative"]
     assert list(splits["train"]["id"]) == ["tfns:train:0", "tfns:train:3"]
     assert [q["id"] for q in quarantine] == ["tfns:train:1", "tfns:train:2", "tfns:test:1"]
@@ -83,7 +83,7 @@ def test_too_many_quarantined_rows_fail_with_the_first_reasons():
 def test_missing_column_names_split_and_column():
     with pytest.raises(DataError, match="tfns/train: missing column.*label"):
         label_transform(task("tfns"), {"train": _raw([{"text": "x"}]),
-                                        "test": _raw([{"text": "x", "label": 1}])}, 1.0)
+                                        "test": _raw([{"text": "x", "label": 1}])}, 0.5)
 
 
 def test_resplit_matches_datasets_train_test_split_on_fpb(mirror_dir):

@@ -172,6 +172,12 @@ def test_cli_writes_md_csv_and_pngs(records: list[dict], tmp_path: Path) -> None
     assert len(links) == 5 and all(link.startswith("plots/") for link in links)
     assert all((out / link).is_file() for link in links)
     assert "0.882" in md and "| fingpt |" in md
+    assert md.count("## Deviations from the published recipes") == 1  # from params.yaml
+    assert "### run `fingpt`" in md
+    missing = subprocess.run([sys.executable, "-m", "stages.report", "--metrics", *map(str, paths),
+                              "--out-dir", str(out), "--params", str(tmp_path / "none.yaml")],
+                             cwd=REPO, capture_output=True, text=True)
+    assert missing.returncode == 2 and "none.yaml" in missing.stderr
 
 
 def test_unknown_systems_go_after_baselines_or_last_by_name() -> None:
@@ -327,6 +333,8 @@ def test_cli_mixed_records(records: list[dict], tmp_path: Path) -> None:
         paths[-1].write_text(json.dumps(rec), encoding="utf-8")
     (tmp_path / BOXPLOT).parent.mkdir(parents=True)
     (tmp_path / BOXPLOT).write_bytes(b"\x89PNG\r\n\x1a\n")
+    for name in ("params.yaml", "tasks", "profiles"):  # what the deviations section reads
+        (tmp_path / name).symlink_to(REPO / name)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-m", "stages.report", "--metrics", *map(str, paths),
                     "--out-dir", "out"], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -372,6 +380,21 @@ def test_verdicts_beat_base_not_floor_with_holm_over_every_test() -> None:
     assert text.index("## Verdicts: weighted F1") < text.index("## What was run")
     assert "- **big**: tuned beats base (Holm p = " in text
     assert "family of 3 tests" in text
+
+
+def test_strong_floor_counts_as_a_floor() -> None:
+    """TF-IDF+LR on the whole training split is a floor: when it is the strongest, the floor
+    verdict is against it, and the systems table lists it after the same-data TF-IDF+LR."""
+    specs = [("tuned", "tuned", 11, MODEL, {}), ("base", "base", 0, MODEL, {}),
+             ("majority", "baseline", 4, None, {}), ("tfidf_logreg", "baseline", 9, None, {}),
+             ("tfidf_full", "baseline", 12, None, {})]
+    rec = record("strong", 12, systems=specs, published=[])
+    assert best_floor(rec) == "tfidf_full"
+    floor = verdicts([rec])["datasets"]["strong"]["vs_best_floor"]
+    assert (floor["beats"], floor["verdict"]) == (False, "tuned does not beat tfidf_full")
+    assert ordered_systems(rec["systems"])[:3] == ["majority", "tfidf_logreg", "tfidf_full"]
+    del rec["systems"]["tfidf_full"]  # a record from before the strong floor
+    assert best_floor(rec) == "tfidf_logreg"
 
 
 def test_verdict_without_ci_says_so() -> None:

@@ -460,6 +460,24 @@ def document(params: dict[str, Any], presets: dict[str, dict], tasks_dir: Path,
     return PREAMBLE.format(source=source, what=what) + render_markdown(rows) + tail
 
 
+def report_section(params: dict[str, Any], presets: dict[str, dict],
+                   tasks_dir: Path = Path("tasks")) -> str:
+    """The report's deviations section: every compared run's rows, generated from the same
+    params and task files as the run, so a params change updates it."""
+    rows = deviation_rows(params, presets, tasks_dir)
+    if not rows:
+        return ("## Deviations from the published recipes\n\nNo run names a published recipe "
+                "in params `recipes`.")
+    counts = ", ".join(f"{sum(r.match == m for r in rows)} {m}" for m in MATCHES
+                       if any(r.match == m for r in rows))
+    return "\n".join([
+        "## Deviations from the published recipes", "",
+        "Each fine-tuning run against the published recipe named in params `recipes` "
+        "(presets in `profiles/presets/`), row by row, from this run's params and task files "
+        f"({counts}). Known gaps the code cannot express yet are listed in "
+        "`docs/deviations.md`.", "", render_markdown(rows).rstrip()])
+
+
 def compose_profile(base: dict[str, Any], name: str, variant: str | None,
                     profiles_dir: Path) -> dict[str, Any]:
     """A profile variant's params, composed as `profile apply` composes them."""

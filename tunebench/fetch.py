@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,31 @@ from tunebench.io import DataError, read_table, sha256_file
 from tunebench.tasks import HubFile, Task
 
 MIRROR_ENV = "TUNEBENCH_MIRROR"
+# Names that become file or folder names (dataset keys, task names, split names).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_name(name: object, where: str) -> str:
+    """`name` if it can name a file inside its folder, else DataError naming `where`: letters,
+    digits, '_', '-' and '.', starting with a letter or digit, no '..', at most 64 long."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
+        raise DataError(f"{where}: {name!r} cannot name a file or folder: use letters, digits, "
+                        "'_', '-' and '.' (starting with a letter or digit, no '..', at most "
+                        "64 characters)")
+    return name
+
+
+def inside(path: Path, root: Path, where: str) -> Path:
+    """`path` if it resolves under `root`, else DataError naming `where`."""
+    if not Path(path).resolve().is_relative_to(Path(root).resolve()):
+        raise DataError(f"{where}: {path} lies outside {root}")
+    return path
+
+
+def check_dataset_names(name: str, task: str, where: str) -> None:
+    """The dataset key and its task name become stage folders and the task file's name."""
+    check_name(name, f"{where}: datasets key")
+    check_name(task, f"{where}: datasets.{name}.task")
 
 
 def resolve_mirror(param: str | None) -> Path | None:
@@ -37,7 +63,7 @@ def fetch(task: Task, mirror: Path | None) -> tuple[dict[str, Any], dict[str, An
 def fetch_mirror(task: Task, root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if task.mirror is None:
         raise DataError(f"{task.path}: no 'source.mirror' entry, but a mirror ({root}) is set")
-    folder = Path(root) / task.mirror.dir
+    folder = inside(Path(root) / task.mirror.dir, root, f"{task.path}: source.mirror.dir")
     if not folder.is_dir():
         raise DataError(
             f"mirror folder {folder} not found (task {task.path}, source.mirror.dir "
@@ -45,7 +71,8 @@ def fetch_mirror(task: Task, root: Path) -> tuple[dict[str, Any], dict[str, Any]
         )
     frames, splits, files = {}, {}, {}
     for name, spec in task.mirror.splits.items():
-        path = folder / spec.file
+        check_name(name, f"{task.path}: source.mirror.splits")
+        path = inside(folder / spec.file, folder, f"{task.path}: source.mirror.splits.{name}.file")
         digest = sha256_file(path) if path.is_file() else None
         if spec.sha256 is not None and digest is not None and digest != spec.sha256:
             raise DataError(f"{path}: sha256 {digest} differs from the pinned "

@@ -1,19 +1,22 @@
 """Stage logic for `label-transform`: canonical labels, fixed splits, stable ids.
 
 Splits are fixed here, once: nothing downstream re-splits. A row that cannot be used
-(empty text, text that is not valid Unicode, missing or unknown label) is never dropped
+(empty text or text of invisible characters only, text that is not valid Unicode, missing
+or unknown label) is never dropped
 silently: it goes to the quarantine with its reason, is counted in the summary, and the stage
 fails when the quarantined share passes a threshold. Duplicate example ids fail outright;
 test texts that also occur in train (leakage) are counted, listed, and fail the stage above
-`max_leakage_share`.
+`max_leakage_share`. An empty split, or one whose every row is quarantined, fails.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import Counter
 from typing import Any
 
+from tunebench.config import ConfigError
 from tunebench.io import DataError, check_unique_ids
 from tunebench.tasks import LabelRule, Task
 
@@ -137,11 +140,18 @@ def _text(value: Any, field: str) -> tuple[str | None, str | None]:
     if _missing(value) or not str(value).strip():
         return None, f"empty text in '{field}'"
     text = str(value)
+    if all(c.isspace() or unicodedata.category(c) in INVISIBLE for c in text):
+        return None, f"empty text in '{field}' (only control, format or zero-width characters)"
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates: no file could store them as UTF-8
         return None, f"invalid Unicode in '{field}' at character {exc.start}"
     return text, None
+
+
+# Unicode categories that print nothing: control, format (zero-width space, joiners, BOM) and
+# separators; a text made only of these is empty.
+INVISIBLE = {"Cc", "Cf", "Zs", "Zl", "Zp"}
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -165,10 +175,20 @@ def label_transform(task: Task, raw: dict[str, Any], max_quarantine_share: float
     """Return ({split: DataFrame}, quarantined rows, summary); raise when too much is bad:
     more than `max_quarantine_share` of all rows quarantined, or more than
     `max_leakage_share` of test rows whose text also occurs in train."""
+    if isinstance(max_quarantine_share, bool) or not 0 <= max_quarantine_share < 1:
+        raise ConfigError(f"params.yaml: label_transform.max_quarantine_share: expected a share "
+                          f"below 1 (0.01 = 1%), got {max_quarantine_share!r}; 1 would let "
+                          "a dataset whose every row is quarantined through")
     splits, quarantine, summary = {}, [], {"task": task.name, "version": task.version,
                                             "splits": {}}
     for split, (raw_split, df) in canonical_splits(task, raw).items():
+        if len(df) == 0:
+            raise DataError(f"{task.name}/{split}: no rows (raw split {raw_split!r} of "
+                            f"{task.path} is empty); every split needs examples")
         kept, bad = label_split(task, df, split, raw_split)
+        if len(kept) == 0:
+            raise DataError(f"{task.name}/{split}: all {len(df)} rows quarantined; first "
+                            f"reason: {bad[0]['id']}: {bad[0]['reason']}")
         if len(kept) + len(bad) != len(df):  # every row is accounted for, by construction
             raise DataError(f"{task.name}/{split}: {len(df)} rows in but {len(kept)} kept + "
                             f"{len(bad)} quarantined")

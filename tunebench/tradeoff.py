@@ -155,6 +155,24 @@ def point_record(per_set: int, datasets: list[str], train: dict, seconds: dict,
             "seconds": seconds, "source": source, "datasets": scores}
 
 
+def earlier_record(path: Path, run: str, test_sizes) -> dict:
+    """The record at `path` to add points to: its points are kept when it measured the same
+    run at the same test sizes; anything else starts a new record."""
+    record = {"run": run, "test_sizes": list(test_sizes), "points": []}
+    if path.is_file():
+        old = read_json(path)
+        if old.get("run") == run and old.get("test_sizes") == list(test_sizes):
+            record["points"] = list(old.get("points") or [])
+    return record
+
+
+def add_point(record: dict, point: dict) -> None:
+    """Put `point` in the record, replacing an earlier measurement of the same size."""
+    record["points"] = sorted(
+        [p for p in record["points"] if p["train_per_set"] != point["train_per_set"]]
+        + [point], key=lambda p: p["train_per_set"])
+
+
 def minutes(seconds: float | None) -> str:
     return "not measured" if seconds is None else f"{seconds / 60:.1f}"
 
@@ -210,18 +228,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.run not in params.get("runs", {}):
             raise DataError(f"{args.params}: no run {args.run!r} in runs")
         committed = committed_point(params, args.run, args.test_sizes)
-        points = []
+        record = earlier_record(args.out, args.run, args.test_sizes)
         for per_set in sorted(set(args.train_per_set)):
             if committed and committed["train_per_set"] == per_set:
-                points.append(committed)
+                point = committed
             else:
-                points.append(measure(params, args.run, per_set, args.work / str(per_set),
-                                      args.test_sizes))
+                point = measure(params, args.run, per_set, args.work / str(per_set),
+                                args.test_sizes)
+            add_point(record, point)
+            write_json(args.out, record)  # after each point: a stopped run keeps the others
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    record = {"run": args.run, "test_sizes": args.test_sizes, "points": points}
-    write_json(args.out, record)
     print(render_table(record))
     return 0
 
