@@ -35,7 +35,8 @@ N ?= 3
 DATASETS ?=
 
 .PHONY: setup bench bench-queue queue-gpus profiles test test-fast lint show-prompts report \
-	clean-cache help perf docs crosscheck crosscheck-setup
+	clean-cache help perf docs crosscheck crosscheck-setup tradeoff \
+	bench-quick
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -65,6 +66,12 @@ bench: $(STAMP)  ## run the benchmark DAG (dvc repro, timed per stage); DATASETS
 # `targets=$$(...) &&` stops the recipe when tunebench.subset refuses a name (no full repro).
 BENCH_REPRO = $(if $(DATASETS),targets="$$($(PY) -m tunebench.subset $(DATASETS))" && \
 	$(PY) -m tunebench.budget -- $$targets,$(PY) -m tunebench.budget)
+
+# A first look in minutes: the DVC experiment cpu-quick-default (profiles/cpu-quick.yaml, tiny
+# samples, a smoke run that its report names). It writes the profile's params to params.yaml:
+# `git checkout params.yaml` restores the CPU default.
+bench-quick: $(STAMP)  ## the whole DAG on tiny samples in minutes (a smoke run: shape, not results)
+	$(PY) -m tunebench.profile run cpu-quick
 
 bench-queue: $(STAMP)  ## queue every runnable variant of PROFILE as a DVC experiment
 	$(PY) -m tunebench.profile run $(PROFILE) --queue
@@ -118,6 +125,14 @@ $(CROSSCHECK_STAMP): $(STAMP)
 # options of `python -m tunebench.crosscheck --help` (e.g. --systems base tuned, --no-4bit).
 crosscheck: $(CROSSCHECK_STAMP)  ## tunebench vs lm-eval on the FinGPT sets -> metrics/crosscheck.json
 	$(PY) -m tunebench.crosscheck $(if $(CROSSCHECK_N),--n $(CROSSCHECK_N)) $(CROSSCHECK_ARGS)
+	$(PY) -m tunebench.readme
+
+# TRADEOFF_SIZES: training examples per FinGPT dataset, one point each (the params' own size is
+# read from the `dvc repro` outputs; each other size re-trains: ~9 min at 125, ~14 at 250 here).
+TRADEOFF_SIZES ?= 125 250 500
+tradeoff: $(STAMP)  ## training size vs tuned F1 vs minutes -> metrics/tradeoff.json, README table
+	$(PY) -m tunebench.tradeoff --train-per-set $(TRADEOFF_SIZES)
+	$(PY) -m tunebench.readme
 
 docs: $(STAMP)  ## regenerate docs/tasks.md, the reference of every task-file key
 	$(PY) -m tunebench.taskdoc

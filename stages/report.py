@@ -13,9 +13,11 @@ system, the fine-tuning runs' wall time, tokens/s, peak memory), report.md,
 plots/f1_weighted.png and
 plots/confusion_<dataset>_<system>.png for the base and tuned systems of the classification
 datasets; report.md ends with the deviations of --params from the published recipes
-(tunebench.deviations). Image links in report.md are relative to it; a summarization
-record's box plot (figures.boxplot, relative to the working directory) is linked where it
-is, or named as missing.
+(tunebench.deviations). A smoke profile's run (--params marked `profile.smoke`, e.g.
+`make bench-quick`) opens report.md with a line saying so and adds `smoke` to
+verdicts.json. Image links in report.md are relative to it; a summarization record's box
+plot (figures.boxplot, relative to the working directory) is linked where it is, or named
+as missing.
 """
 
 from pathlib import Path
@@ -36,6 +38,8 @@ from tunebench.report import (
     plot_f1,
     record_type,
     render_report,
+    smoke_banner,
+    smoke_marker,
     summarization_rows,
     summary_csv,
     summary_json,
@@ -83,6 +87,8 @@ def main() -> None:
                    help="timings files from score (metrics/timings/datasets/<dataset>.json)")
     p.add_argument("--out-dir", type=Path, required=True, help="folder to write into")
     args = p.parse_args()
+    params = load_params(args.params)
+    smoke = smoke_marker(params)
     records = read_records(args.metrics)
     train = dict(read_train(path) for path in args.train)
     timings = {}
@@ -91,7 +97,8 @@ def main() -> None:
         timings[data.get("dataset") or path.stem] = data
     write_json(args.out_dir / "timings" / "summary.json",
                timings_summary(records, timings, train))
-    write_json(args.out_dir / "verdicts.json", verdicts(records))
+    write_json(args.out_dir / "verdicts.json",
+               {**verdicts(records), **({"smoke": smoke} if smoke else {})})
     records = merge_timings(records, timings)  # the tables' speed columns read the meta
     rows, sum_rows = summary_rows(records), summarization_rows(records)
     write_json(args.out_dir / "summary.json", summary_json(rows, sum_rows))
@@ -113,7 +120,8 @@ def main() -> None:
         plot_f1(classification, args.out_dir / f1_plot)
     boxplots = boxplot_links(records, args.out_dir)
     text = render_report(records, train, confusion, f1_plot, boxplots)
-    text += "\n" + report_section(load_params(args.params), load_presets()) + "\n"
+    text = (smoke_banner(smoke) if smoke else "") + text
+    text += "\n" + report_section(params, load_presets()) + "\n"
     write_text(args.out_dir / "report.md", text)
     print(f"report: {len(records)} dataset(s), {len(rows)} classification rows, "
           f"{len(sum_rows)} summarization rows -> {args.out_dir}/report.md")

@@ -29,7 +29,7 @@ TASK_TYPES = {"causal_lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "encoder_cls"
 
 
 def cases():
-    return [(name, v) for name in ("paper", "gpu-smoke")
+    return [(name, v) for name in ("paper", "gpu-smoke", "cpu-quick")
             for v in profile.runnable(name, PROFILES)]
 
 
@@ -60,13 +60,31 @@ def fake_gpu(monkeypatch, native_bf16: bool | None, count: int = 1) -> None:
 def test_runnable_variants():
     assert profile.runnable("paper", PROFILES) == PAPER_RUNNABLE
     assert profile.runnable("gpu-smoke", PROFILES) == ["default"]
+    assert profile.runnable("cpu-quick", PROFILES) == ["default"]
+
+
+def test_cpu_quick_keeps_every_dataset_on_tiny_caps():
+    quick = build("cpu-quick", "default")
+    assert quick["datasets"].keys() == BASE["datasets"].keys()
+    assert quick["runs"] == BASE["runs"]  # the same runs and mixtures, smaller samples
+    for name, entry in quick["datasets"].items():
+        assert entry["caps"]["test"] <= 48 and entry["caps"]["train"] <= 64, name
+    assert quick["train_qlora"]["max_steps"] == 4
+
+
+def test_smoke_must_be_a_boolean(tmp_path):
+    (tmp_path / "odd.yaml").write_text(yaml.safe_dump(
+        {"description": "x", "smoke": "yes", "params": {}, "variants": {"v": {"params": {}}}}))
+    with pytest.raises(ConfigError, match="smoke must be true or false, not 'yes'"):
+        profile.load_profile("odd", tmp_path)
 
 
 @pytest.mark.parametrize(("name", "variant"), cases())
 def test_variant_composes_and_validates(name, variant, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)  # accelerate config paths are relative to the repo root
     params = build(name, variant)
-    assert params["profile"] == {"name": name, "variant": variant}
+    smoke = {"smoke": True} if name == "cpu-quick" else {}  # only that one is marked smoke
+    assert params["profile"] == {"name": name, "variant": variant, **smoke}
     for key in ("fetch", "label_transform", "score", "paths"):  # untouched sections survive
         assert key in params
 
@@ -517,8 +535,7 @@ def test_dvc_repro_dry_of_the_paper_profile(tmp_path, mirror_dir):
     assert FLAN in PAPER_RUNNABLE
     for variant in PAPER_RUNNABLE:
         dest = make_project(tmp_path / variant, mirror_dir)
-        for folder in ("profiles", "configs"):
-            shutil.copytree(REPO_ROOT / folder, dest / folder)
+        shutil.copytree(REPO_ROOT / "configs", dest / "configs")  # make_project copies profiles
         env = project_env(mirror_dir)
         run([sys.executable, "-m", "tunebench.profile", "apply", "paper", variant], dest, env)
         placeholder_outputs(dest)

@@ -118,3 +118,30 @@ def test_crosscheck_section_is_generated_and_checked(tmp_path: Path) -> None:
     assert "| tfns | tuned | raw | 4 | 100.0% |" in text
     assert "Measured on Test CPU, 2 threads, batch 16." in text
     assert main([*args, "--check"]) == 0
+
+
+def test_tradeoff_section_is_generated_and_checked(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text(encoding="utf-8"))
+    record = tmp_path / "tradeoff.json"
+    args = ["--readme", str(readme), "--tradeoff", str(record),
+            "--budget", str(REPO / "metrics/budget.json"),
+            "--crosscheck", str(tmp_path / "no-crosscheck.json"),
+            "--metrics", str(REPO / "metrics/datasets")]
+    assert main(args) == 0
+    assert f"Not measured for a committed result yet (`make tradeoff` writes {record})" in \
+        readme.read_text(encoding="utf-8")
+    point = {"train_per_set": 125, "train_examples": 500, "steps": 63, "train_loss": 1.0,
+             "seconds": {"train-qlora": 300.0, "predict-tuned": None}, "source": "test",
+             "datasets": {"fpb": {"n": 400, "f1_weighted": 0.6, "invalid_rate": 0.0,
+                                  "ci95": {"low": 0.55, "high": 0.65},
+                                  "halfwidth_by_test_size": {"100": 0.09, "400": 0.05}}}}
+    record.write_text(json.dumps({"run": "fingpt", "test_sizes": [100], "points": [point],
+                                  "hardware": {"cpu": "Test CPU", "torch_threads": 2}}))
+    assert main([*args, "--check"]) == 1
+    assert main(args) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert "| 500 (125/set) | 0.600 [0.550, 0.650] | 5.0 | not measured |" in text
+    assert "| 500 | fpb | ±0.090 | ±0.050 |" in text
+    assert "Run `fingpt`; points from test." in text and "Measured on Test CPU, 2 threads." in text
+    assert main([*args, "--check"]) == 0

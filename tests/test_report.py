@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stages.report import read_records
 from tunebench.io import DataError
@@ -174,6 +175,20 @@ def test_cli_writes_md_csv_and_pngs(records: list[dict], tmp_path: Path) -> None
     assert "0.882" in md and "| fingpt |" in md
     assert md.count("## Deviations from the published recipes") == 1  # from params.yaml
     assert "### run `fingpt`" in md
+    assert "Smoke run" not in md and "smoke" not in json.loads(
+        (out / "verdicts.json").read_text(encoding="utf-8"))
+    # A smoke profile's params (make bench-quick): report.md opens saying so, verdicts.json
+    # names the profile.
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["profile"] = {"name": "cpu-quick", "variant": "default", "smoke": True}
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "stages.report", "--metrics", *map(str, paths),
+                    "--out-dir", str(out), "--params", str(tmp_path / "smoke.yaml")],
+                   cwd=REPO, capture_output=True, text=True, check=True)
+    assert (out / "report.md").read_text(encoding="utf-8").startswith(
+        "> **Smoke run** (profile `cpu-quick`, variant `default`)")
+    assert json.loads((out / "verdicts.json").read_text(encoding="utf-8"))["smoke"] == \
+        params["profile"]
     missing = subprocess.run([sys.executable, "-m", "stages.report", "--metrics", *map(str, paths),
                               "--out-dir", str(out), "--params", str(tmp_path / "none.yaml")],
                              cwd=REPO, capture_output=True, text=True)

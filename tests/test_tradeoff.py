@@ -108,13 +108,15 @@ def test_unknown_run_is_a_clear_error(tmp_path, capsys):
 
 def test_points_accumulate_across_runs_and_a_size_is_replaced(tmp_path):
     out = tmp_path / "tradeoff.json"
-    record = tradeoff.earlier_record(out, "r", [10])
+    hw = {"cpu": "Test CPU", "torch_threads": 2}
+    record = tradeoff.earlier_record(out, "r", [10], hw)
     tradeoff.add_point(record, {"train_per_set": 250, "v": 1})
     tradeoff.add_point(record, {"train_per_set": 125, "v": 1})
     write_json(out, record)
-    again = tradeoff.earlier_record(out, "r", [10])
+    again = tradeoff.earlier_record(out, "r", [10], hw)
     tradeoff.add_point(again, {"train_per_set": 250, "v": 2})
     assert [(p["train_per_set"], p["v"]) for p in again["points"]] == [(125, 1), (250, 2)]
-    # another run or other test sizes start afresh: their points would not compare
-    assert tradeoff.earlier_record(out, "other", [10])["points"] == []
-    assert tradeoff.earlier_record(out, "r", [10, 20])["points"] == []
+    # another run, other test sizes or other hardware start afresh: they would not compare
+    assert tradeoff.earlier_record(out, "other", [10], hw)["points"] == []
+    assert tradeoff.earlier_record(out, "r", [10, 20], hw)["points"] == []
+    assert tradeoff.earlier_record(out, "r", [10], {**hw, "cpu": "Other"})["points"] == []

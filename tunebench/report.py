@@ -41,6 +41,20 @@ STAT_KEYS = ("mean", "median", "ci95_low", "ci95_high")
 DASH = "–"
 
 
+def smoke_marker(params: Mapping) -> dict | None:
+    """The profile marker of a smoke run's params ({name, variant, smoke}), else None."""
+    marker = params.get("profile")
+    return dict(marker) if isinstance(marker, Mapping) and marker.get("smoke") is True else None
+
+
+def smoke_banner(marker: Mapping) -> str:
+    """The line a smoke run's report opens with."""
+    return (f"> **Smoke run** (profile `{marker.get('name')}`, variant `{marker.get('variant')}`):"
+            " tiny samples and a few training steps, to check that every stage runs and to show"
+            " the report's shape. These figures say nothing about how fine-tuning compares with"
+            " prompting; `make bench` runs the CPU default.\n\n")
+
+
 def record_type(record: Mapping) -> str:
     """"classification" or "summarization"; records from before the field are classification."""
     return record.get("type") or "classification"

@@ -128,8 +128,9 @@ def measure(params: dict, run: str, per_set: int, work: Path, test_sizes) -> dic
                           test_sizes) for name in datasets})
 
 
-def committed_point(params: dict, run: str, test_sizes) -> dict | None:
-    """The params' own training size, from the DVC outputs of `dvc repro` (None if absent)."""
+def committed_point(params: dict, run: str, test_sizes, hardware: dict) -> dict | None:
+    """The params' own training size, from the DVC outputs of `dvc repro` (None if absent);
+    its minutes are the budget ledger's when that was measured on `hardware`."""
     datasets = sorted(params["runs"][run]["mixture"])
     caps = {(params["datasets"][n].get("caps") or {}).get("train") for n in datasets}
     folders = [Path("data/predictions") / n / "tuned" for n in datasets]
@@ -139,7 +140,10 @@ def committed_point(params: dict, run: str, test_sizes) -> dict | None:
         return None
     scores = {n: score_tuned(Path("data/instructions") / run / n, f, params, test_sizes)
               for n, f in zip(datasets, folders, strict=True)}
-    budget = (read_json(Path("metrics/budget.json")).get("dag") or {}).get("stages", {})
+    ledger_path = Path("metrics/budget.json")
+    ledger = read_json(ledger_path) if ledger_path.is_file() else {}
+    same = ledger.get("hardware") == hardware
+    budget = (ledger.get("dag") or {}).get("stages", {}) if same else {}
     predict = [budget.get(f"predict-tuned@{n}", {}).get("seconds") for n in datasets]
     seconds = {"train-qlora": budget.get(f"train-qlora@{run}", {}).get("seconds"),
                # None when any stage is unmeasured on this hardware: not a partial sum
@@ -148,20 +152,25 @@ def committed_point(params: dict, run: str, test_sizes) -> dict | None:
                         source="dvc repro (committed run)")
 
 
+RERUN = "tunebench.tradeoff (stages re-run outside DVC)"
+
+
 def point_record(per_set: int, datasets: list[str], train: dict, seconds: dict,
-                 scores: dict, source: str = "tunebench.tradeoff") -> dict:
+                 scores: dict, source: str = RERUN) -> dict:
     return {"train_per_set": per_set, "train_examples": train.get("n_examples"),
             "steps": train.get("steps"), "train_loss": train.get("train_loss"),
             "seconds": seconds, "source": source, "datasets": scores}
 
 
-def earlier_record(path: Path, run: str, test_sizes) -> dict:
+def earlier_record(path: Path, run: str, test_sizes, hardware: dict) -> dict:
     """The record at `path` to add points to: its points are kept when it measured the same
-    run at the same test sizes; anything else starts a new record."""
-    record = {"run": run, "test_sizes": list(test_sizes), "points": []}
+    run at the same test sizes on the same hardware (minutes from other hardware do not
+    compare); anything else starts a new record."""
+    record = {"run": run, "test_sizes": list(test_sizes), "hardware": hardware, "points": []}
     if path.is_file():
         old = read_json(path)
-        if old.get("run") == run and old.get("test_sizes") == list(test_sizes):
+        if (old.get("run"), old.get("test_sizes"), old.get("hardware")) == (
+                run, list(test_sizes), hardware):
             record["points"] = list(old.get("points") or [])
     return record
 
@@ -227,8 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         params = yaml.safe_load(args.params.read_text(encoding="utf-8"))
         if args.run not in params.get("runs", {}):
             raise DataError(f"{args.params}: no run {args.run!r} in runs")
-        committed = committed_point(params, args.run, args.test_sizes)
-        record = earlier_record(args.out, args.run, args.test_sizes)
+        from tunebench.provenance import hardware
+
+        here = hardware()
+        committed = committed_point(params, args.run, args.test_sizes, here)
+        record = earlier_record(args.out, args.run, args.test_sizes, here)
         for per_set in sorted(set(args.train_per_set)):
             if committed and committed["train_per_set"] == per_set:
                 point = committed
