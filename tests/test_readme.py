@@ -143,5 +143,6 @@ def test_tradeoff_section_is_generated_and_checked(tmp_path: Path) -> None:
     text = readme.read_text(encoding="utf-8")
     assert "| 500 (125/set) | 0.600 [0.550, 0.650] | 5.0 | not measured |" in text
     assert "| 500 | fpb | ±0.090 | ±0.050 |" in text
-    assert "Run `fingpt`; points from test." in text and "Measured on Test CPU, 2 threads." in text
+    assert "Run `fingpt`: 500 training examples from test." in text
+    assert "Measured on Test CPU, 2 threads." in text
     assert main([*args, "--check"]) == 0

@@ -203,8 +203,12 @@ def tradeoff_section(path: Path) -> str:
 
     def render(record: dict) -> str:
         hw = record.get("hardware") or {}
-        sources = sorted({p.get("source", "?") for p in record.get("points", [])})
-        return (f"Run `{record.get('run', '?')}`; points from {'; '.join(sources)}.\n\n"
+        sizes: dict[str, list[str]] = {}
+        for point in sorted(record.get("points", []), key=lambda p: p["train_per_set"]):
+            sizes.setdefault(point.get("source", "?"), []).append(str(point["train_examples"]))
+        sources = "; ".join(f"{', '.join(n)} training examples from {source}"
+                            for source, n in sizes.items())
+        return (f"Run `{record.get('run', '?')}`: {sources}.\n\n"
                 + render_table(record) + f"\n\nMeasured on {hw.get('cpu', 'unknown hardware')}, "
                 f"{hw.get('torch_threads', '?')} threads.")
 
