@@ -74,16 +74,25 @@ def test_base_loglik_column_takes_the_selected_variant() -> None:
     assert selected_loglik({"tuned": system("tuned")}) is None
 
 
+def readme_args(tmp_path: Path, **sources: Path) -> tuple[Path, list[str]]:
+    """A copy of the README in tmp_path and the readme arguments over it: the committed
+    metrics files, except the `sources` given (budget=, crosscheck=, tradeoff=)."""
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text(encoding="utf-8"))
+    paths = {"metrics": REPO / "metrics/datasets", "budget": REPO / "metrics/budget.json",
+             "crosscheck": REPO / "metrics/crosscheck.json",
+             "tradeoff": REPO / "metrics/tradeoff.json", **sources}
+    return readme, ["--readme", str(readme),
+                    *(x for key, path in paths.items() for x in (f"--{key}", str(path)))]
+
+
 def test_budget_section_is_generated_and_checked(tmp_path: Path) -> None:
     budget = {"command": "dvc repro", "complete": True, "total_seconds": 120.0,
               "stages": {"fetch@a": 30.0, "train-qlora@r": 90.0}, "skipped": [],
               "by_kind": {"fetch": 30.0, "train-qlora": 90.0},
               "hardware": {"cpu": "Test CPU", "torch_threads": 2, "cpu_bf16_flags": []}}
     (tmp_path / "budget.json").write_text(json.dumps(budget))
-    readme = tmp_path / "README.md"
-    readme.write_text((REPO / "README.md").read_text(encoding="utf-8"))
-    args = ["--readme", str(readme), "--budget", str(tmp_path / "budget.json"),
-            "--metrics", str(REPO / "metrics/datasets")]
+    readme, args = readme_args(tmp_path, budget=tmp_path / "budget.json")
     assert main(args) == 0
     text = readme.read_text(encoding="utf-8")
     assert "| train-qlora | 1 | 1.5 | 75% |" in text and "Test CPU" in text
@@ -94,12 +103,8 @@ def test_budget_section_is_generated_and_checked(tmp_path: Path) -> None:
 
 
 def test_crosscheck_section_is_generated_and_checked(tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text((REPO / "README.md").read_text(encoding="utf-8"))
     record = tmp_path / "crosscheck.json"
-    args = ["--readme", str(readme), "--crosscheck", str(record),
-            "--budget", str(REPO / "metrics/budget.json"),
-            "--metrics", str(REPO / "metrics/datasets")]
+    readme, args = readme_args(tmp_path, crosscheck=record)
     assert main(args) == 0
     assert f"Not run for a committed result yet (`make crosscheck` writes {record})" in \
         readme.read_text(encoding="utf-8")
@@ -121,13 +126,8 @@ def test_crosscheck_section_is_generated_and_checked(tmp_path: Path) -> None:
 
 
 def test_tradeoff_section_is_generated_and_checked(tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text((REPO / "README.md").read_text(encoding="utf-8"))
     record = tmp_path / "tradeoff.json"
-    args = ["--readme", str(readme), "--tradeoff", str(record),
-            "--budget", str(REPO / "metrics/budget.json"),
-            "--crosscheck", str(tmp_path / "no-crosscheck.json"),
-            "--metrics", str(REPO / "metrics/datasets")]
+    readme, args = readme_args(tmp_path, tradeoff=record)
     assert main(args) == 0
     assert f"Not measured for a committed result yet (`make tradeoff` writes {record})" in \
         readme.read_text(encoding="utf-8")
