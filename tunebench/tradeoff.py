@@ -128,14 +128,21 @@ def measure(params: dict, run: str, per_set: int, work: Path, test_sizes) -> dic
                           test_sizes) for name in datasets})
 
 
+def own_train_cap(params: dict, run: str) -> int | None:
+    """The train cap per dataset the params give the run's mixture (None if they differ)."""
+    caps = {(params["datasets"][n].get("caps") or {}).get("train")
+            for n in params["runs"][run]["mixture"]}
+    return caps.pop() if len(caps) == 1 else None
+
+
 def committed_point(params: dict, run: str, test_sizes, hardware: dict) -> dict | None:
     """The params' own training size, from the DVC outputs of `dvc repro` (None if absent);
     its minutes are the budget ledger's when that was measured on `hardware`."""
     datasets = sorted(params["runs"][run]["mixture"])
-    caps = {(params["datasets"][n].get("caps") or {}).get("train") for n in datasets}
+    per_set = own_train_cap(params, run)
     folders = [Path("data/predictions") / n / "tuned" for n in datasets]
     train_path = Path("metrics/train") / run / "metrics.json"
-    if len(caps) != 1 or not train_path.is_file() or not all(
+    if per_set is None or not train_path.is_file() or not all(
             (f / "tuned.jsonl").is_file() for f in folders):
         return None
     scores = {n: score_tuned(Path("data/instructions") / run / n, f, params, test_sizes)
@@ -148,7 +155,7 @@ def committed_point(params: dict, run: str, test_sizes, hardware: dict) -> dict 
     seconds = {"train-qlora": budget.get(f"train-qlora@{run}", {}).get("seconds"),
                # None when any stage is unmeasured on this hardware: not a partial sum
                "predict-tuned": None if None in predict else round(sum(predict), 1)}
-    return point_record(caps.pop(), datasets, read_json(train_path), seconds, scores,
+    return point_record(per_set, datasets, read_json(train_path), seconds, scores,
                         source="dvc repro (committed run)")
 
 
@@ -239,10 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         from tunebench.provenance import hardware
 
         here = hardware()
-        committed = committed_point(params, args.run, args.test_sizes, here)
         record = earlier_record(args.out, args.run, args.test_sizes, here)
         for per_set in sorted(set(args.train_per_set)):
-            if committed and committed["train_per_set"] == per_set:
+            # the params' own size is scored from the DVC outputs when they are there
+            committed = (committed_point(params, args.run, args.test_sizes, here)
+                         if per_set == own_train_cap(params, args.run) else None)
+            if committed:
                 point = committed
             else:
                 point = measure(params, args.run, per_set, args.work / str(per_set),
