@@ -23,7 +23,15 @@ from tunebench.baselines import (
     run_lead,
     run_strong_floor,
 )
-from tunebench.io import DataError, read_json, read_jsonl, read_parquet, write_json, write_jsonl
+from tunebench.io import (
+    DataError,
+    read_json,
+    read_jsonl,
+    read_parquet,
+    sha256_file,
+    write_json,
+    write_jsonl,
+)
 from tunebench.params import load_params
 
 ROW_FIELDS = ("id", "prompt", "completion")
@@ -51,6 +59,7 @@ def main() -> None:
         raise DataError(f"{args.instructions / 'task.json'}: dataset {task.get('dataset')!r} "
                         f"but --dataset is {args.dataset!r}")
     test_rows, test_texts = read_split(args.instructions, args.labeled, "test")
+    test_sha256 = sha256_file(args.instructions / "test.jsonl")  # score checks it
     if task.get("type") == "summarization":
         # The lead of the text the models saw (instructions "text": cut to max_words).
         results = run_lead(test_rows, [r["text"] for r in test_rows], lead_sentences(params))
@@ -69,7 +78,8 @@ def main() -> None:
                 f"({strong['n_train_dropped_test_overlap']} equal to a test text left out)")
     for system, (rows, meta) in results.items():
         write_jsonl(args.out / f"{system}.jsonl", rows)
-        write_json(args.out / f"{system}.meta.json", {**meta, "dataset": args.dataset})
+        write_json(args.out / f"{system}.meta.json",
+                   {**meta, "dataset": args.dataset, "test_sha256": test_sha256})
     print(f"baselines {args.dataset}: {done}")
 
 

@@ -14,21 +14,19 @@ The labeled files must be the ones label-transform's summary.json describes (its
 their row counts), and a cap must name a split the dataset has.
 """
 
-from collections import Counter
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.config import ConfigError, closest
 from tunebench.fetch import check_dataset_names
-from tunebench.instructions import format_instructions, hold_out_validation
-from tunebench.io import (
-    DataError,
-    check_unique_ids,
-    read_json,
-    read_parquet,
-    write_json,
-    write_jsonl,
+from tunebench.instructions import (
+    check_caps,
+    format_instructions,
+    hold_out_validation,
+    label_counts,
+    upstream_rows,
+    validation_share,
 )
+from tunebench.io import DataError, check_unique_ids, read_parquet, write_json, write_jsonl
 from tunebench.params import dataset_entry, dataset_task, load_params
 
 
@@ -89,65 +87,6 @@ def main() -> None:
         "published": list(task.published)})
     counts = ", ".join(f"{s}={v['rows_out']}" for s, v in summary.items())
     print(f"format-instructions {args.dataset}: {counts}")
-
-
-def upstream_rows(labeled: Path, splits: list[str]) -> dict[str, int]:
-    """{split: rows kept} from label-transform's summary.json, which must describe exactly the
-    <split>.parquet files found (a half-replaced folder mixes two runs)."""
-    path = labeled / "summary.json"
-    summary = read_json(path)
-    described = summary.get("splits") if isinstance(summary, dict) else None
-    if not isinstance(described, dict):
-        raise DataError(f"{path}: no 'splits' counts; is it label-transform's summary?")
-    if sorted(described) != sorted(splits):
-        raise DataError(f"{path}: describes splits {sorted(described)} but {labeled} holds "
-                        f"{sorted(splits)}; rerun label-transform")
-    rows = {}
-    for split, info in described.items():
-        kept = info.get("kept") if isinstance(info, dict) else None
-        if isinstance(kept, bool) or not isinstance(kept, int):
-            raise DataError(f"{path}: splits.{split}.kept: expected a row count, got {kept!r}")
-        rows[split] = kept
-    return rows
-
-
-def check_caps(params: dict, name: str, splits: list[str], params_path: Path) -> None:
-    """A cap must name a split: the dataset's own (datasets.<name>.caps), or any split of the
-    benchmark for the shared default (format_instructions.caps), so a typo'd split name does
-    not silently leave a split uncapped."""
-    shared = {"train", "test", "validation", *splits}
-    for key, caps, known in (
-            ("format_instructions.caps", params["format_instructions"].get("caps"), shared),
-            (f"datasets.{name}.caps", (params["datasets"][name] or {}).get("caps"), splits)):
-        for split in caps or {}:
-            if split not in known:
-                raise ConfigError(f"{params_path}: {key}.{split}: {name} has no split "
-                                  f"{split!r}{closest(str(split), known)}; its splits: "
-                                  f"{', '.join(sorted(splits))}")
-
-
-def validation_share(entry, splits: list[str], labeled: Path) -> float | None:
-    """The share of training rows to hold out, or None: off, or the dataset has its own
-    validation split (kept; a share named for this dataset then is an error)."""
-    if entry.validation_share is None:
-        return None
-    if "validation" in splits:
-        if entry.validation_share_key.startswith("datasets."):
-            raise ConfigError(f"params.yaml: {entry.validation_share_key}: {entry.name} already "
-                              f"has a validation split ({labeled}/validation.parquet); remove "
-                              f"the key to keep it")
-        return None  # the global default applies only to datasets without one
-    if "train" not in splits:
-        raise ConfigError(f"params.yaml: {entry.validation_share_key}: {entry.name} has no "
-                          f"train split to hold validation rows out of")
-    return entry.validation_share
-
-
-def label_counts(task, rows: list[dict]) -> dict:
-    """{"label_counts": ...} of classification rows, as format_instructions counts them."""
-    if task.type == "summarization":
-        return {}
-    return {"label_counts": dict(sorted(Counter(r["completion"] for r in rows).items()))}
 
 
 if __name__ == "__main__":

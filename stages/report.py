@@ -24,19 +24,15 @@ from pathlib import Path
 
 from stages._cli import parser, run
 from tunebench.deviations import report_section
-from tunebench.io import DataError, read_json, write_json, write_text
+from tunebench.io import read_json, write_json, write_text
 from tunebench.params import load_params
 from tunebench.presets import load_presets
 from tunebench.report import (
-    CONFUSION_SYSTEMS,
     SUMMARIZATION_CSV_FIELDS,
-    TYPES,
     boxplot_links,
     merge_timings,
-    of_type,
-    plot_confusion,
-    plot_f1,
-    record_type,
+    read_records,
+    read_train,
     render_report,
     smoke_banner,
     smoke_marker,
@@ -46,34 +42,8 @@ from tunebench.report import (
     summary_rows,
     timings_summary,
     verdicts,
+    write_plots,
 )
-
-PLOTS = "plots"  # folder under --out-dir; report.md links into it relatively
-
-
-def read_records(paths: list[Path]) -> list[dict]:
-    records = []
-    for path in paths:
-        record = read_json(path)
-        for key in ("dataset", "task", "version", "n", "systems"):
-            if key not in record:
-                raise DataError(f"{path}: missing field {key!r}; is it a score output?")
-        if record_type(record) not in TYPES:
-            raise DataError(f"{path}: unknown type {record['type']!r}; expected one of {TYPES}")
-        records.append(record)
-    seen = [r["dataset"] for r in records]
-    if len(set(seen)) != len(seen):
-        raise DataError(f"--metrics lists a dataset twice: {seen}")
-    return records
-
-
-def read_train(path: Path) -> tuple[str, dict]:
-    """(run name, training metrics) from a DVCLive folder or its metrics.json, or any JSON
-    file named after the run."""
-    if path.is_dir():
-        path = path / "metrics.json"
-    name = path.parent.name if path.name == "metrics.json" else path.stem
-    return name, read_json(path)
 
 
 def main() -> None:
@@ -105,19 +75,7 @@ def main() -> None:
     write_text(args.out_dir / "summary.csv", summary_csv(rows))
     write_text(args.out_dir / "summary_summarization.csv",
                summary_csv(sum_rows, SUMMARIZATION_CSV_FIELDS))
-    (args.out_dir / PLOTS).mkdir(parents=True, exist_ok=True)  # a DVC out even when empty
-    confusion = {}
-    classification = of_type(records, "classification")
-    for record in classification:
-        for name in CONFUSION_SYSTEMS:
-            if name in record["systems"]:
-                rel = f"{PLOTS}/confusion_{record['dataset']}_{name}.png"
-                plot_confusion(record["systems"][name], f"{record['dataset']}: {name}",
-                               args.out_dir / rel)
-                confusion[(record["dataset"], name)] = rel
-    f1_plot = f"{PLOTS}/f1_weighted.png" if classification else None
-    if f1_plot:
-        plot_f1(classification, args.out_dir / f1_plot)
+    confusion, f1_plot = write_plots(records, args.out_dir)
     boxplots = boxplot_links(records, args.out_dir)
     text = render_report(records, train, confusion, f1_plot, boxplots)
     text = (smoke_banner(smoke) if smoke else "") + text

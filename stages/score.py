@@ -19,27 +19,8 @@ Params: `score.n_boot`, `score.seed`, `score.ci_method` (bca or percentile),
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.io import DataError, read_json, read_jsonl, write_json, write_jsonl
-from tunebench.params import load_params, section
-
-
-def bertscore_settings(params: dict) -> dict:
-    """{"model_dir", "num_layers", "label"} from `score.bertscore` (model: a key of models)."""
-    from tunebench.models import resolve_model_dir
-    from tunebench.score import bertscore_params
-
-    spec, layers = bertscore_params(params)
-    if spec.source == "hub":
-        # bert-score loads by name without a revision: fetch the pinned snapshot, pass its path.
-        from huggingface_hub import snapshot_download
-
-        model_dir = snapshot_download(spec.id, revision=spec.revision)
-    else:
-        model_dir = resolve_model_dir(spec, Path(section(params, "paths")["model_cache"]))
-    label = spec.id or spec.name
-    if spec.source == "package":
-        label = f"{label} (package {spec.package}/{spec.file})"
-    return {"model_dir": model_dir, "num_layers": layers, "label": label}
+from tunebench.io import DataError, read_json, read_jsonl, sha256_file, write_json, write_jsonl
+from tunebench.params import load_params
 
 
 def read_systems(folder: Path) -> dict[str, tuple]:
@@ -74,56 +55,63 @@ def main() -> None:
                    help="JSON to write the systems' timings into (seconds, examples/s, memory)")
     args = p.parse_args()
     # Imported after argument parsing: it pulls in scikit-learn, which --help does not need.
-    from tunebench.score import (
-        ci_method_param,
-        score_dataset,
-        score_params,
-        score_summaries,
-        split_timings,
-    )
+    from tunebench.score import ci_method_param, score_params, split_timings
 
     params = load_params(args.params)
     n_boot, seed = score_params(params)
-    ci_method = ci_method_param(params)
     task = read_json(args.instructions / "task.json")
     if task.get("dataset") != args.dataset:
         raise DataError(f"{args.instructions / 'task.json'}: dataset {task.get('dataset')!r} "
                         f"but --dataset is {args.dataset!r}")
     test_path = args.instructions / "test.jsonl"
     summary_path = args.instructions / "summary.json"
-    sample = read_json(summary_path) if summary_path.is_file() else {}
+    common = {"n_boot": n_boot, "seed": seed, "test_where": str(test_path),
+              "test_sha256": sha256_file(test_path),
+              "sample": read_json(summary_path) if summary_path.is_file() else {}}
     systems = read_systems(args.predictions)
     if task.get("type") == "summarization":
-        from tunebench.summarization import METRICS, plot_boxplots
-
-        record, examples = score_summaries(
-            task, read_jsonl(test_path, required=("id", "completion", "references")), systems,
-            n_boot, seed, bertscore_settings(params), sample, str(test_path))
-        boxplot = args.figures / "boxplot.png"
-        plot_boxplots({name: {m: [e[m] for e in examples if e["system"] == name]
-                              for m in METRICS} for name in record["systems"]}, boxplot)
-        record["figures"] = {"boxplot": str(boxplot)}
-        record, timings = split_timings(record)
-        write_json(args.out, record)
-        write_jsonl(args.per_example, examples)
+        record, examples = _summaries(args, params, task, test_path, systems, common)
         scores = ", ".join(f"{name} rougeL={s['stats']['rougeL']['mean']:.3f}"
                            for name, s in record["systems"].items())
     else:
-        record, confusion = score_dataset(
-            task, read_jsonl(test_path, required=("id", "completion")), systems, n_boot, seed,
-            sample, str(test_path), ci_method)
-        record, timings = split_timings(record)
-        write_json(args.out, record)
-        for system, rows in confusion.items():
-            write_json(args.figures / f"{system}.json", rows)
-        ids = [r["id"] for r in read_jsonl(test_path, required=("id",))]
-        write_jsonl(args.per_example, [
-            {"id": rid, "system": system, "target": row["actual"], "parsed": row["predicted"]}
-            for system, rows in confusion.items() for rid, row in zip(ids, rows, strict=True)])
+        record, examples = _classification(args, task, test_path, systems,
+                                           {**common, "ci_method": ci_method_param(params)})
         scores = ", ".join(f"{name} f1w={s['f1_weighted']:.3f}"
                            for name, s in record["systems"].items())
+    record, timings = split_timings(record)
+    write_json(args.out, record)
+    write_jsonl(args.per_example, examples)
     write_json(args.timings, timings)
     print(f"score {args.dataset}: n={record['n']}; {scores}")
+
+
+def _summaries(args, params, task, test_path: Path, systems, common) -> tuple[dict, list]:
+    """The summarization record and per-example rows; the box plots to --figures."""
+    from tunebench.score import bertscore_settings, score_summaries
+    from tunebench.summarization import METRICS, plot_boxplots
+
+    record, examples = score_summaries(
+        task, read_jsonl(test_path, required=("id", "completion", "references")), systems,
+        bertscore=bertscore_settings(params), **common)
+    boxplot = args.figures / "boxplot.png"
+    plot_boxplots({name: {m: [e[m] for e in examples if e["system"] == name]
+                          for m in METRICS} for name in record["systems"]}, boxplot)
+    record["figures"] = {"boxplot": str(boxplot)}
+    return record, examples
+
+
+def _classification(args, task, test_path: Path, systems, common) -> tuple[dict, list]:
+    """The classification record and per-example rows; confusion rows to --figures."""
+    from tunebench.score import score_dataset
+
+    record, confusion = score_dataset(
+        task, read_jsonl(test_path, required=("id", "completion")), systems, **common)
+    for system, rows in confusion.items():
+        write_json(args.figures / f"{system}.json", rows)
+    ids = [r["id"] for r in read_jsonl(test_path, required=("id",))]
+    return record, [
+        {"id": rid, "system": system, "target": row["actual"], "parsed": row["predicted"]}
+        for system, rows in confusion.items() for rid, row in zip(ids, rows, strict=True)]
 
 
 if __name__ == "__main__":

@@ -46,6 +46,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised T5 (seq2seq) with a local tokenizer."""
+    from tests.fixtures import build_tiny_t5
+
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny-t5"))
+
+
+@pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A tiny randomly initialised BERT encoder (no head) with a local WordPiece tokenizer."""
     from tests.fixtures import build_tiny_bert

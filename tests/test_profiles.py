@@ -25,7 +25,6 @@ PAPER_RUNNABLE = ["mistral7b-tfns", "mistral7b-fingpt", "mistral7b-hr-bias", "mi
                   "chatglm2-tfns", "fingpt-v33", "flan-t5-summarization", "distilbert-imdb"]
 FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"  # tests only, never written to a profile
 FLAN = "flan-t5-summarization"  # BERTScore with a hub encoder (roberta-large)
-TASK_TYPES = {"causal_lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "encoder_cls": "SEQ_CLS"}
 
 
 def cases():
@@ -128,13 +127,12 @@ def check_library_configs(params, monkeypatch):
     the accelerate config each run launches with. No weights are loaded."""
     import torch
     from accelerate.commands.config.config_args import load_config_from_file
-    from peft import LoraConfig
 
-    from tunebench import train
+    from tunebench import engine, train
     from tunebench.encoder import HEAD_NAMES
-    from tunebench.families import bnb_4bit_config
+    from tunebench.families import family
     from tunebench.launch import LaunchSpec, accelerate_command
-    from tunebench.models import torch_dtype
+    from tunebench.models import bnb_4bit_config, torch_dtype
     from tunebench.params import model_spec, run_model
 
     specs = {key: model_spec(params, key, where)
@@ -146,23 +144,20 @@ def check_library_configs(params, monkeypatch):
     for key, spec in specs.items():
         assert dtypes[key] == (torch.bfloat16 if spec.dtype == "auto"
                                else getattr(torch, spec.dtype)), key
-        if spec.load_in_4bit:  # models.load_causal_lm's / families.load_kwargs' recipe
+        if spec.load_in_4bit:  # models.load_causal_lm's / models.load_kwargs' recipe
             heads = HEAD_NAMES if spec.family == "encoder_cls" else ()
             bnb = bnb_4bit_config(dtypes[key], heads)
             assert bnb.load_in_4bit and bnb.bnb_4bit_compute_dtype == dtypes[key]
     for run, settings, launch in runs_settings(params):
         spec = run_model(params, run)
         cfg = train.TrainConfig.from_params(settings, f"runs.{run}")
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=list(spec.lora_targets), bias="none",
-                          task_type=TASK_TYPES[spec.family],
-                          modules_to_save=["classifier"] if spec.family == "encoder_cls"
-                          else None)
+        lora = engine.lora_config(spec, cfg, family(spec).TASK_TYPE,
+                                  ["classifier"] if spec.family == "encoder_cls" else None)
         assert set(lora.target_modules) == set(spec.lora_targets)
         if cfg.optim == "paged_adamw_8bit":
             # TrainingArguments checks bitsandbytes can page on CUDA; the CPU build cannot.
             cfg = train.TrainConfig.from_params({**settings, "optim": "adamw_torch"})
-        args = train._training_args(cfg, str(REPO_ROOT / ".cache" / "unused"))
+        args = engine.training_args(cfg, str(REPO_ROOT / ".cache" / "unused"))
         assert args.learning_rate == cfg.learning_rate
         assert args.gradient_accumulation_steps == cfg.grad_accum
         assert args.per_device_train_batch_size == cfg.batch_size
@@ -403,11 +398,11 @@ def test_mixed_precision_per_machine(monkeypatch, native_bf16, bf16, fp16, expec
 def test_training_args_get_the_resolved_flags(monkeypatch, native_bf16, flags):
     import transformers
 
-    from tunebench import train
+    from tunebench import engine, train
 
     fake_gpu(monkeypatch, native_bf16)
     monkeypatch.setattr(transformers, "TrainingArguments", lambda **kwargs: kwargs)
-    args = train._training_args(train.TrainConfig(), "unused")
+    args = engine.training_args(train.TrainConfig(), "unused")
     if flags is None:
         flags = (train.resolve_bf16("auto"), False)
     assert (args["bf16"], args["fp16"]) == flags
@@ -464,10 +459,9 @@ def test_default_device_respects_local_rank(monkeypatch, native_bf16, count, loc
 
 
 def test_each_rank_loads_4bit_on_its_own_gpu(monkeypatch):
-    """families.load_kwargs / models.load_causal_lm place the quantized model on
+    """models.load_kwargs / models.load_causal_lm place the quantized model on
     default_device(): under accelerate launch, rank 1 on cuda:1, not every rank on cuda:0."""
-    from tunebench.families import load_kwargs
-    from tunebench.models import ModelSpec
+    from tunebench.models import ModelSpec, load_kwargs
 
     fake_gpu(monkeypatch, True, count=2)
     monkeypatch.setenv("LOCAL_RANK", "1")

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.report import read_records
 from tunebench.io import DataError
 from tunebench.report import (
     SUMMARIZATION_CSV_FIELDS,
@@ -22,6 +21,7 @@ from tunebench.report import (
     holm,
     merge_timings,
     ordered_systems,
+    read_records,
     render_report,
     summarization_rows,
     summary_csv,

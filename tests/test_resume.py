@@ -1,5 +1,6 @@
-"""train_lora killed mid-run (SIGTERM, then SIGKILL) resumes from its last checkpoint and ends
-with the same adapter and losses as an uninterrupted run with the same seed.
+"""Training killed mid-run (SIGTERM, then SIGKILL) resumes from its last checkpoint and ends
+with the same adapter and losses as an uninterrupted run with the same seed, for every model
+family (they share tunebench.engine).
 
 Tolerance: 1e-6 absolute on every adapter weight and every logged loss. Resuming restores the
 weights, optimizer, scheduler, RNG states and data position, so on one machine the result is
@@ -17,9 +18,6 @@ from pathlib import Path
 import pytest
 
 from tests.project import REPO_ROOT
-from tests.resume_worker import CONFIG, EXAMPLES
-from tests.resume_worker import spec as _spec
-from tunebench.train import train_lora
 
 pytestmark = pytest.mark.slow
 TOL = 1e-6
@@ -42,12 +40,16 @@ def _wait_for_checkpoint(proc, root: Path, step: int, timeout: float = 120.0) ->
     pytest.fail(f"no checkpoint-{step} after {timeout} s")
 
 
-def test_killed_training_resumes_to_the_uninterrupted_result(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("family", ["causal_lm", "seq2seq", "encoder_cls"])
+def test_killed_training_resumes_to_the_uninterrupted_result(family, request, tmp_path):
     from safetensors.torch import load_file
 
+    model_dir = request.getfixturevalue({"causal_lm": "tiny_model_dir", "seq2seq": "tiny_t5_dir",
+                                         "encoder_cls": "tiny_bert_dir"}[family])
     log = (tmp_path / "worker.log").open("w")
     out, root, result = tmp_path / "adapter", tmp_path / "ck", tmp_path / "run.json"
-    args = [tiny_model_dir, out, root, result, 0.3]  # 0.3 s a step: time to send the signal
+    # 0.3 s a step: time to send the signal
+    args = [family, model_dir, out, root, result, 0.3]
 
     first = _start(args, log)  # SIGTERM: finishes the step, saves a checkpoint, exits 143
     _wait_for_checkpoint(first, root, 3)
@@ -64,13 +66,15 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tiny_model_dir, tmp
     assert second.wait(60) == -signal.SIGKILL
     assert not out.exists()  # the adapter is written atomically, at the very end
 
-    final = _start(args[:4], log)
-    # The uninterrupted reference, in this process while the worker finishes.
-    want = train_lora(_spec(tiny_model_dir), str(tiny_model_dir), EXAMPLES, CONFIG,
-                      tmp_path / "ref", checkpoint_root=tmp_path / "ck-ref", run_name="tiny")
+    final = _start(args[:5], log)
     assert final.wait(300) == 0, (tmp_path / "worker.log").read_text()
+    # The uninterrupted reference, in a fresh process as well: this one's torch state (threads,
+    # flags set by earlier tests) could reorder float reductions.
+    reference_json = tmp_path / "ref.json"
+    ref = _start([family, model_dir, tmp_path / "ref", tmp_path / "ck-ref", reference_json], log)
+    assert ref.wait(300) == 0, (tmp_path / "worker.log").read_text()
     log.close()
-    got = json.loads(result.read_text())
+    got, want = json.loads(result.read_text()), json.loads(reference_json.read_text())
     assert got["resumed_from_step"] >= next_checkpoint and want["resumed_from_step"] == 0
     assert got["steps"] == want["steps"] == 12
     assert [p["step"] for p in got["loss_curve"]] == list(range(1, 13))

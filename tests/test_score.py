@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tunebench.config import ConfigError
-from tunebench.io import DataError, write_json, write_jsonl
+from tunebench.io import DataError, sha256_file, write_json, write_jsonl
 from tunebench.metrics import classification_metrics
 from tunebench.score import (
     ci_method_param,
@@ -88,6 +88,8 @@ def test_extra_and_duplicate_ids_name_file_line_and_id() -> None:
     ("target", "meh", "target 'meh' is not one of"),
     ("target", "neutral", "the test split says 'negative'"),
     ("parsed", "maybe", "parsed 'maybe' is neither a label nor 'INVALID'"),
+    ("parsed", ["neutral"], r"parsed \['neutral'\] is neither a label nor 'INVALID'"),
+    ("id", ["t0"], r"x\.jsonl:1: field 'id' must be a string, got list \['t0'\]"),
 ])
 def test_bad_values_are_errors(field: str, value: str, message: str) -> None:
     rows = preds(set(range(10)))
@@ -104,6 +106,21 @@ def test_stale_meta_is_an_error() -> None:
     bad["tuned"] = (bad["tuned"][0], {**meta("tuned"), "dataset": "fpb"}, "t.jsonl", "t.json")
     with pytest.raises(DataError, match=r"t\.json: dataset 'fpb' but scoring 'toy'"):
         score_dataset(TASK, TEST_ROWS, bad, n_boot=10, seed=0)
+
+
+def test_predictions_from_another_test_split_are_rejected() -> None:
+    """The score stage passes the current test.jsonl's hash; a sidecar made from other test
+    rows (or without a hash) is stale, never scored."""
+    good = systems(tuned=preds(set(range(10))))
+    good["tuned"][1]["test_sha256"] = "a" * 64
+    record, _ = score_dataset(TASK, TEST_ROWS, good, n_boot=10, seed=0, test_sha256="a" * 64)
+    assert record["systems"]["tuned"]["meta"]["test_sha256"] == "a" * 64
+    with pytest.raises(DataError, match=r"tuned\.meta\.json: test_sha256 'aaaaaaaaaaaa' but "
+                                        r"the test split now hashes to 'bbbbbbbbbbbb'.*stale"):
+        score_dataset(TASK, TEST_ROWS, good, n_boot=10, seed=0, test_sha256="b" * 64)
+    del good["tuned"][1]["test_sha256"]
+    with pytest.raises(DataError, match=r"test_sha256 None but"):
+        score_dataset(TASK, TEST_ROWS, good, n_boot=10, seed=0, test_sha256="a" * 64)
 
 
 def test_mcnemar_aligned_by_id_not_row_order() -> None:
@@ -130,9 +147,10 @@ def score_inputs(tmp_path: Path) -> dict[str, Path]:
     instructions, predictions = tmp_path / "instructions", tmp_path / "predictions"
     write_json(instructions / "task.json", TASK)
     write_jsonl(instructions / "test.jsonl", TEST_ROWS)
+    test_sha256 = sha256_file(instructions / "test.jsonl")  # as predict records it
     for name, rows in (("tuned", preds(set(range(8)))), ("base", preds({1, 2, 3}, {9})[::-1])):
         write_jsonl(predictions / f"{name}.jsonl", rows)
-        write_json(predictions / f"{name}.meta.json", meta(name))
+        write_json(predictions / f"{name}.meta.json", {**meta(name), "test_sha256": test_sha256})
     params = tmp_path / "params.yaml"
     params.write_text("score: {n_boot: 300, seed: 5}\n", encoding="utf-8")
     return {"instructions": instructions, "predictions": predictions, "params": params}

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from tunebench.families import minilm_dir
+from tests.fixtures import minilm_dir
 from tunebench.summarization import (
     REFERENCE_COMBINATION,
     bertscore_f1,

@@ -164,3 +164,21 @@ def test_explicitly_unpinned_hub_source_loads(tmp_path):
     source["hub"].update(revision="main", pinned=False)
     hub = load_task(_write_task(tmp_path, source=source)).hub
     assert (hub.revision, hub.pinned) == ("main", False)
+
+
+def test_list_where_a_mapping_belongs_is_an_error_not_a_crash(tmp_path):
+    source = yaml.safe_load((TASKS / "tfns.yaml").read_text())["source"]
+    source["mirror"]["splits"] = ["train.parquet"]
+    with pytest.raises(ConfigError, match=r"source.mirror.splits: expected a mapping split"):
+        load_task(_write_task(tmp_path, source=source))
+    path = _write_task(tmp_path, label={"field": "label", "map": ["negative", "neutral"]})
+    with pytest.raises(ConfigError, match=r"label.map: expected a mapping raw value -> label, "
+                                          r"got list"):
+        load_task(path)
+
+
+def test_params_section_written_as_a_list_is_an_error():
+    from tunebench.params import dataset_entry
+
+    with pytest.raises(ConfigError, match=r"params.yaml: datasets: expected a mapping, got list"):
+        dataset_entry({"datasets": ["fpb"], "format_instructions": {"seed": 1}}, "fpb")

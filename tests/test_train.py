@@ -7,21 +7,14 @@ import signal
 
 import pytest
 
+import tunebench.causal as causal_module
 import tunebench.train as train_module
+from tunebench.causal import CompletionCollator, PackedCollator, tokenize_example, train_lora
+from tunebench.engine import fingerprint
+from tunebench.engine import training_args as _training_args
 from tunebench.io import Interrupted
 from tunebench.models import ModelSpec, apply_prompt_format, load_causal_lm, load_tokenizer
-from tunebench.train import (
-    IGNORE_INDEX,
-    CompletionCollator,
-    PackedCollator,
-    TrainConfig,
-    _training_args,
-    fingerprint,
-    pad_rows,
-    reject_packing,
-    tokenize_example,
-    train_lora,
-)
+from tunebench.train import IGNORE_INDEX, TrainConfig, pad_rows, reject_packing
 
 PROMPT = ("Instruction: What is the sentiment of this news? Please choose an answer from "
           "{negative/neutral/positive}.\nInput: Profit rose 12 percent.\nAnswer: ")
@@ -225,13 +218,13 @@ def snapshots(monkeypatch):
                 self.weights[point["step"]] = {k: v.detach().clone() for k, v in state.items()}
 
     recorder = Recorder()
-    prepare = train_module._prepare_peft_model
+    prepare = causal_module.load_for_training
 
     def capture(*args, **kwargs):
         recorder.models.append(prepare(*args, **kwargs))
         return recorder.models[-1]
 
-    monkeypatch.setattr(train_module, "_prepare_peft_model", capture)
+    monkeypatch.setattr(causal_module, "load_for_training", capture)
     return recorder
 
 
@@ -370,7 +363,7 @@ def test_completion_loss_equals_full_logit_loss(tiny_model_dir, tokenizer, packe
     labelled tokens, or sum / num_items_in_batch) and the same gradients."""
     import torch
 
-    from tunebench.train import completion_loss
+    from tunebench.causal import completion_loss
 
     spec = ModelSpec.from_params("tiny", {"source": "local", "path": str(tiny_model_dir)})
     model = load_causal_lm(spec, str(tiny_model_dir), quantize=False)
@@ -398,8 +391,8 @@ def test_completion_loss_equals_full_logit_loss(tiny_model_dir, tokenizer, packe
 def test_head_at_loss_only_trains_like_full_logits(tiny_model_dir, tmp_path, monkeypatch):
     """A short run with the head at labelled positions only matches a full-logit run."""
     calls = []
-    original = train_module.completion_loss
-    monkeypatch.setattr(train_module, "completion_loss",
+    original = causal_module.completion_loss
+    monkeypatch.setattr(causal_module, "completion_loss",
                         lambda *a, **k: calls.append(1) or original(*a, **k))
     spec = _spec(tiny_model_dir)
     fast = train_lora(spec, str(tiny_model_dir), TRAIN, _config(max_steps=3), tmp_path / "a")

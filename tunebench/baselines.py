@@ -9,7 +9,6 @@ the LLMs' (raw = parsed = the predicted label).
 
 from __future__ import annotations
 
-import difflib
 import re
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from tunebench.config import closest
 from tunebench.generate import prompt_sha256  # the one hash the predict stages use too
 from tunebench.io import DataError
 
@@ -62,8 +62,7 @@ class TfidfLogregConfig:
         known = [f.name for f in fields(cls)]
         for key in params:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {known}"
+                hint = closest(key, known) or f"; known keys: {known}"
                 raise ValueError(f"unknown TfidfLogregConfig key {key!r}{hint}")
         values = dict(params)
         for key in ("ngram_range", "Cs"):  # YAML has no tuples; scikit-learn wants one.

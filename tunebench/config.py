@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
 from typing import Any
 
 
@@ -34,34 +33,6 @@ def check_keys(
     missing = [key for key in required if key not in section]
     if missing:
         raise ConfigError(f"{where}: missing required field(s) {', '.join(missing)}")
-
-
-def dataclass_from_params(cls, params: Mapping[str, Any] | None, where: str):
-    """Build a dataclass from a params mapping, rejecting unknown keys and wrong scalar types."""
-    params = dict(params or {})
-    known = {f.name: f for f in fields(cls)}
-    check_keys(params, known, where)
-    defaults = cls()
-    for key, value in params.items():
-        expected = type(getattr(defaults, key))
-        if not _type_ok(value, expected):
-            raise ConfigError(
-                f"{where}.{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
-            )
-    return cls(**params)
-
-
-def _type_ok(value: Any, expected: type) -> bool:
-    if expected is type(None):
-        return True
-    if expected is bool:
-        # A YAML "False" string or 0 must not pass as a bool (the argparse(type=bool) trap).
-        return isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, expected)
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

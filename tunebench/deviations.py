@@ -98,15 +98,10 @@ class RunView:
 
 
 def run_view(params: dict[str, Any], run: str, tasks_dir: Path) -> RunView:
-    from tunebench.train import TrainConfig
+    from tunebench.train import train_settings
 
     entry = run_entry(params, run)
-    where = f"train_qlora (+ runs.{run}.train_qlora)"
-    try:
-        cfg = TrainConfig.from_params({**section(params, "train_qlora"),
-                                       **(entry.get("train_qlora") or {})}, where)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    cfg = train_settings(params, run)
     mixture = dict(entry["mixture"])
     launch = entry.get("launch")
     return RunView(
@@ -268,10 +263,9 @@ def _validation(v, pub, preset):
     if not any(held.values()):
         return "none: every training row trained on, the last checkpoint kept", pub == "none"
     parts = [f"{d} {_held_text(h)}" for d, h in held.items() if h]
-    unused = "" if v.spec.family == "causal_lm" else " (not used: causal LMs only)"
     kept = "best epoch by validation loss" if v.cfg.select_best else "last checkpoint"
-    text = f"{', '.join(parts)}; {kept}{unused}"
-    if not isinstance(pub, dict) or unused or pub.get("select", select) != select:
+    text = f"{', '.join(parts)}; {kept}"
+    if not isinstance(pub, dict) or pub.get("select", select) != select:
         return text, False
     if "share" in pub:
         return text, all(h and h[0] == "share" and _close(h[1], pub["share"])

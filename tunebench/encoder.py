@@ -8,18 +8,23 @@ construction, and identical between runs with the same seed. Heavy imports stay 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunebench.families import fit, load_kwargs, quantization_plan
+from tunebench.config import ConfigError
+from tunebench.engine import TrainJob, lora_config, prepare_for_lora, train_adapter
 from tunebench.io import DataError
-from tunebench.models import ModelSpec, plain_cpu_4bit_kernels
-from tunebench.train import TrainConfig, _save_adapter, pad_rows, prepare_for_lora, reject_packing
+from tunebench.models import ModelSpec, finish_loading, load_kwargs, quantization_plan
+from tunebench.predict import PredictJob, write_predictions
+from tunebench.provenance import model_provenance
+from tunebench.train import label_list as mixture_labels
+from tunebench.train import pad_rows, reject_packing, train_settings
 
 # Names transformers' *ForSequenceClassification classes give the layers they add on top of the
 # encoder (+ BERT's pooler, absent from some checkpoints): kept out of 4-bit, since they train.
 HEAD_NAMES = ("pre_classifier", "classifier", "score", "pooler")
+
+TASK_TYPE = "SEQ_CLS"  # peft task type of the adapter
 
 
 def load_encoder_cls(spec: ModelSpec, model_dir: str, label_list: list[str], quantize: bool,
@@ -32,8 +37,6 @@ def load_encoder_cls(spec: ModelSpec, model_dir: str, label_list: list[str], qua
     """
     from transformers import AutoModelForSequenceClassification, set_seed
 
-    from tunebench.models import default_device
-
     if len(set(label_list)) != len(label_list) or len(label_list) < 2:
         raise ValueError(f"label_list must hold >= 2 distinct labels, got {label_list}")
     set_seed(seed)  # the new head's initial weights come from the global torch RNG
@@ -45,17 +48,7 @@ def load_encoder_cls(spec: ModelSpec, model_dir: str, label_list: list[str], qua
     if not head:
         raise ValueError(f"models.{spec.name}: {model_dir} already has a classification head; "
                          "the base system needs an untrained one (use an encoder checkpoint)")
-    if not quantize:
-        model = model.to(default_device())
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        if not (Path(adapter_dir) / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"LoRA adapter not found: {adapter_dir}/adapter_config.json")
-        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-    plain_cpu_4bit_kernels(model)
-    model.eval()
-    return model, head
+    return finish_loading(model, quantize, adapter_dir), head
 
 
 def encode_texts(tokenizer, texts: list[str], max_len: int) -> list[dict]:
@@ -93,37 +86,75 @@ def input_texts(rows: list[dict], where: Path) -> list[str]:
     return [r["text"] for r in rows]
 
 
-def train_encoder_cls_lora(spec: ModelSpec, model_dir: str, texts: list[str], labels: list[str],
-                           label_list: list[str], cfg: TrainConfig, out_dir: Path,
-                           log: Callable[[dict], None] | None = None) -> dict:
-    """Train LoRA (SEQ_CLS) on the spec's attention modules plus the full new head; save the
-    adapter (head included) to out_dir; return training metrics with `quantized`."""
-    from peft import LoraConfig
-
+def train_encoder_cls_lora(job: TrainJob, texts: list[str], labels: list[str],
+                           label_list: list[str], eval_texts: list[str] | None = None,
+                           eval_labels: list[str] | None = None) -> dict:
+    """Train LoRA (SEQ_CLS) on the spec's attention modules plus the full new head with the
+    shared engine (resume, validation, SIGTERM); save the adapter (head included) to
+    job.out_dir; return training metrics with `quantized`."""
     from tunebench.models import load_tokenizer
 
+    spec, cfg = job.spec, job.cfg
     reject_packing(cfg, spec.family)
     if not texts or len(texts) != len(labels):
         raise ValueError(f"need as many labels as texts (> 0), got {len(texts)} and {len(labels)}")
     index = {label: i for i, label in enumerate(label_list)}
-    unknown = sorted(set(labels) - set(index))
+    unknown = sorted((set(labels) | set(eval_labels or [])) - set(index))
     if unknown:
         raise ValueError(f"labels {unknown} are not in label_list {label_list}")
-    tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
-    data = encode_texts(tokenizer, texts, cfg.max_seq_len)
-    for row, label in zip(data, labels, strict=True):
-        row["labels"] = index[label]
+    tokenizer = load_tokenizer(spec, job.model_dir, padding_side="right")
+
+    def encoded(some_texts: list[str], some_labels: list[str]) -> list[dict]:
+        data = encode_texts(tokenizer, some_texts, cfg.max_seq_len) if some_texts else []
+        for row, label in zip(data, some_labels, strict=True):
+            row["labels"] = index[label]
+        return data
+
+    data, eval_data = encoded(texts, labels), encoded(eval_texts or [], eval_labels or [])
     quantized, why = quantization_plan(spec)
-    model, head = load_encoder_cls(spec, model_dir, label_list, quantized, seed=cfg.seed)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(spec.lora_targets), bias="none", task_type="SEQ_CLS",
-                      modules_to_save=list(head))  # peft extends the list in place
-    model = prepare_for_lora(model, quantized, cfg, lora)
-    collator = ClassCollator(tokenizer.pad_token_id)
-    metrics = fit(model, data, collator, cfg, lambda: collator.n_tokens, log)
-    _save_adapter(model, spec, Path(out_dir))
-    return {**metrics, "n_truncated": sum(d["truncated"] for d in data), "head_modules": head,
-            "family": "encoder_cls", "quantized": quantized, "quantization": why}
+    model, head = load_encoder_cls(spec, job.model_dir, label_list, quantized, seed=cfg.seed)
+    # peft extends modules_to_save in place
+    model = prepare_for_lora(model, quantized, cfg,
+                             lora_config(spec, cfg, TASK_TYPE, modules_to_save=list(head)))
+    metrics = train_adapter(job, model, data, eval_data, ClassCollator(tokenizer.pad_token_id))
+    return {**metrics, "head_modules": head, "family": "encoder_cls", "quantized": quantized,
+            "quantization": why}
+
+
+def train(job: TrainJob, rows: list[dict], eval_rows: list[dict], instructions: Path,
+          mixture: dict[str, int]) -> dict:
+    """The family interface: text -> label rows -> adapter (LoRA + head) and metrics."""
+    return train_encoder_cls_lora(job, input_texts(rows, instructions),
+                                  [r["completion"] for r in rows],
+                                  mixture_labels(instructions, mixture),
+                                  input_texts(eval_rows, instructions),
+                                  [r["completion"] for r in eval_rows])
+
+
+def predict(job: PredictJob) -> None:
+    """The family interface: argmax over the head (untrained for base: seeded like the head
+    the fine-tuning started from). Never INVALID."""
+    import time
+
+    from tunebench.generate import prompt_sha256
+    from tunebench.models import load_tokenizer
+
+    if job.summarization:
+        raise ConfigError(f"params.yaml: runs.{job.task['run']}: model {job.spec.name} is an "
+                          "encoder classifier and cannot summarize")
+    train = train_settings(job.params, job.task["run"])  # the head's seed, the max length
+    tokenizer = load_tokenizer(job.spec, job.model_dir, padding_side="right")
+    model, _ = load_encoder_cls(job.spec, job.model_dir, job.task["labels"],
+                                job.spec.load_in_4bit, seed=train.seed, adapter_dir=job.adapter)
+    texts = input_texts(job.rows, Path(job.task["dataset"]))
+    start = time.perf_counter()
+    labels = predict_encoder_cls(model, tokenizer, texts, job.task["labels"],
+                                 job.cfg["batch_size"], train.max_seq_len)
+    write_predictions(job, "argmax", [prompt_sha256(x) for x in texts], labels, labels,
+                      time.perf_counter() - start,
+                      {"batch_size": job.cfg["batch_size"], "max_len": train.max_seq_len,
+                       "head_seed": train.seed, "model": model_provenance(job.spec),
+                       "adapter": job.adapter_record(), "prompt_field": "text"})
 
 
 def predict_encoder_cls(model, tokenizer, texts: list[str], label_list: list[str],

@@ -53,9 +53,14 @@ def load_params(path: Path = Path("params.yaml")) -> dict[str, Any]:
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """params[name], a mapping (empty when the section is empty)."""
     if name not in params:
         raise ConfigError(f"params.yaml: missing section '{name}'{closest(name, params)}")
-    return params[name] or {}
+    value = params[name] or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"params.yaml: {name}: expected a mapping, got "
+                          f"{type(value).__name__} {value!r}")
+    return value
 
 
 def label_transform_params(params: dict[str, Any]) -> dict[str, float]:
@@ -181,3 +186,4 @@ def run_model(params: dict[str, Any], run: str):
 def predict_settings(params: dict[str, Any], run: str) -> dict[str, Any]:
     """The `predict` section with the run's `runs.<run>.predict` overrides on top."""
     return {**section(params, "predict"), **(run_entry(params, run).get("predict") or {})}
+

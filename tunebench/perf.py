@@ -117,7 +117,7 @@ def dvc_noop_seconds(runs: int = 3) -> dict:
             "up_to_date": status.returncode == 0, "stages": len(stages.stdout.splitlines())}
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
@@ -127,7 +127,11 @@ def main() -> None:
     ap.add_argument("--only", choices=PARTS, action="append",
                     help="measure only these parts (repeatable) and keep the other parts of an "
                          "existing --out file; each part's ratios still come from one run")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
     parts = set(args.only or PARTS) - ({"train"} if args.skip_train else set())
 
     import torch

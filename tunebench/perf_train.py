@@ -1,9 +1,9 @@
 """Training throughput for `make perf`: real (non-pad) tokens/s of six loops on the same
 examples and model: HF Trainer with every batch padded to 512; train-qlora's Trainer with our
-dynamic collation (tunebench.train.CompletionCollator, what train_lora uses by default) and the
+dynamic collation (tunebench.causal.CompletionCollator, what train_lora uses by default) and the
 LM head at labelled positions only (train_qlora.head_at_loss_only), the same with full logits,
 with length-grouped batches (train_qlora.group_by_length) and with packing
-(train_qlora.packing, tunebench.train.PackedCollator); and a bare PyTorch
+(train_qlora.packing, tunebench.causal.PackedCollator); and a bare PyTorch
 forward/backward/step loop over the dynamically collated batches.
 
 Each loop's throughput is also given as a fraction of the machine's bound, measured in the
@@ -20,8 +20,8 @@ from pathlib import Path
 
 
 def _examples(params, cfg, tokenizer, spec, n):
+    from tunebench.causal import tokenize_example
     from tunebench.models import apply_prompt_format
-    from tunebench.train import tokenize_example
 
     ds = cfg["dataset"]
     run = params["datasets"][ds]["run"]
@@ -53,7 +53,7 @@ class PadTo:
     """The published-style collator: every batch padded to a fixed length."""
 
     def __init__(self, pad_id, width):
-        from tunebench.train import CompletionCollator
+        from tunebench.causal import CompletionCollator
 
         self.inner, self.width = CompletionCollator(pad_id), width
 
@@ -72,22 +72,21 @@ class PadTo:
 
 def _trainer_run(model, data, collator, steps, batch_size, group_by_length=False,
                  head_at_loss_only=False, ours=True):
-    """train-qlora's Trainer and arguments (tunebench.train); `ours=False`: the plain HF
+    """train-qlora's Trainer and arguments (tunebench.engine); `ours=False`: the plain HF
     Trainer (the published-style loop)."""
     from transformers import Trainer
 
-    from tunebench.train import TrainConfig, _trainer_class, _training_args
+    from tunebench.causal import completion_loss
+    from tunebench.engine import trainer_class, training_args
+    from tunebench.train import TrainConfig
 
     cfg = TrainConfig(max_steps=steps, batch_size=batch_size, learning_rate=1e-4, seed=0,
                       logging_steps=1000, checkpoint_steps=0, group_by_length=group_by_length)
-    trainer_class = Trainer
-    if ours:
-        trainer_class = _trainer_class()
-        trainer_class.head_at_loss_only = head_at_loss_only
+    loop = trainer_class(completion_loss if head_at_loss_only else None) if ours else Trainer
     with tempfile.TemporaryDirectory() as scratch:
-        args = _training_args(cfg, scratch)
+        args = training_args(cfg, scratch)
         args.disable_tqdm = True
-        trainer_class(model=model, args=args, train_dataset=data, data_collator=collator).train()
+        loop(model=model, args=args, train_dataset=data, data_collator=collator).train()
 
 
 def _bare_run(model, data, collator, steps, batch_size, autocast_dtype=None):
@@ -111,15 +110,11 @@ def _bare_run(model, data, collator, steps, batch_size, autocast_dtype=None):
 def train_figures(spec, model_dir, params, cfg) -> dict:
     import torch
 
+    from tunebench.causal import CompletionCollator, PackedCollator, load_for_training
     from tunebench.models import load_tokenizer
     from tunebench.params import section
     from tunebench.perf_timing import timed
-    from tunebench.train import (
-        CompletionCollator,
-        PackedCollator,
-        TrainConfig,
-        _prepare_peft_model,
-    )
+    from tunebench.train import TrainConfig
 
     tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
     steps, bs = cfg["train_steps"], cfg["train_batch_size"]
@@ -143,7 +138,7 @@ def train_figures(spec, model_dir, params, cfg) -> dict:
             ("ours_grouped", CompletionCollator(pad_id), grouped),  # train_qlora.group_by_length
             ("ours_packed", PackedCollator(), fast),  # train_qlora.packing
             ("bare_pytorch", CompletionCollator(pad_id), bare)):
-        model = _prepare_peft_model(spec, model_dir, train_cfg)  # train-qlora's own model
+        model = load_for_training(spec, model_dir, train_cfg)  # train-qlora's own model
         _, secs, mem = timed(lambda m=model, c=collator, f=loop: f(m, data, c, steps, bs))
         out[name] = {"tokens_per_s": round(collator.n_tokens / secs, 1),
                      "seconds": round(secs, 2), "real_tokens": collator.n_tokens,

@@ -1,5 +1,7 @@
-"""The prediction modes as one interface: batches of (indices, raw answer, parsed, extras),
-and the checks of the predict settings that the predict stage and the profiles share.
+"""What the predict stage does for every family: the prediction modes as one interface
+(batches of (indices, raw answer, parsed, extras)), the checks of the predict settings that
+the predict stage and the profiles share, the job a family's `predict` gets (PredictJob) and
+the prediction files it writes.
 
 - generate: free greedy generation, parsed strictly (INVALID when off-format);
 - loglik: the label with the highest log-likelihood (optionally calibrated); never INVALID;
@@ -9,9 +11,14 @@ and the checks of the predict settings that the predict stage and the profiles s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tunebench.config import ConfigError, check_keys
+from tunebench.io import sha256_file, write_json, write_jsonl
+from tunebench.parsing import INVALID, get_parser
+from tunebench.provenance import hardware, package_versions
 
 MODES = ("generate", "loglik", "choice")
 # The keys of params `predict` (and runs.<run>.predict), and of runs.<run>.zero_shot.
@@ -19,6 +26,83 @@ PREDICT_KEYS = {"batch_size", "max_new_tokens", "parser", "stop_strings", "share
                 "calibrate", "content_free", "modes"}
 REQUIRED_KEYS = {"batch_size", "max_new_tokens", "parser"}
 ZERO_SHOT_KEYS = {"model", "modes"}
+ZERO_SHOT_SYSTEM = "zeroshot_llm"  # the causal LM prompted zero-shot beside an encoder run
+
+
+@dataclass
+class PredictJob:
+    """One model answering one dataset's test rows: `name` is the system its files are
+    named after (base, tuned, zeroshot_llm), `kind` the system it is (base or tuned: which
+    prompt, format and token cap apply), `adapter` the LoRA folder of a tuned system."""
+
+    spec: Any  # tunebench.models.ModelSpec
+    model_dir: str
+    name: str
+    kind: str
+    modes: list[str]
+    adapter: Path | None
+    task: dict[str, Any]
+    rows: list[dict]
+    cfg: dict[str, Any]  # the merged predict settings
+    params: dict[str, Any]  # the whole params file (a family may need more of it)
+    out_dir: Path
+    train_labels: list[str]  # the training split's answers (the loglik variant choice)
+    test_sha256: str  # of the test.jsonl the rows come from (score rejects stale files)
+
+    @property
+    def summarization(self) -> bool:
+        return self.task.get("type", "classification") == "summarization"
+
+    def parser_name(self) -> str | None:
+        """The answer parser; None for summarization (the answer is the text)."""
+        return None if self.summarization else self.cfg["parser"] or self.task["parser"]
+
+    def parse(self) -> Callable[[str], str]:
+        name = self.parser_name()
+        if name is None:
+            return str.strip
+        parse = get_parser(name)
+        return lambda text: parse(text, self.task["labels"])
+
+    def adapter_record(self) -> dict | None:
+        if self.adapter is None:
+            return None
+        return {"path": str(self.adapter),
+                "sha256": sha256_file(self.adapter / "adapter_model.safetensors")}
+
+
+def output_name(system: str, mode: str) -> str:
+    """base.jsonl for generate (the reproduction), base-loglik.jsonl etc. for the others."""
+    return f"{system}.jsonl" if mode in ("generate", "argmax") else f"{system}-{mode}.jsonl"
+
+
+def answer_counts(task: dict, parsed: list[str]) -> dict:
+    """Invalid answers and the label distribution; for summaries, the empty ones."""
+    if task.get("type") == "summarization":
+        return {"invalid": 0, "n_empty": sum(not p.strip() for p in parsed)}
+    return {"invalid": sum(x == INVALID for x in parsed),
+            "label_distribution": label_distribution(parsed, task["labels"])}
+
+
+def write_predictions(job: PredictJob, mode: str, hashes: list[str], raws: list[str],
+                      parsed: list[str], seconds: float, info: dict) -> None:
+    """One pass's prediction rows and their .meta.json sidecar (the schema of the resumable
+    causal modes, which write their own); `info` holds the settings and provenance."""
+    out = job.out_dir / output_name(job.name, mode)
+    result = [{"id": r["id"], "prompt_sha256": h, "raw": raw, "parsed": p,
+               "target": r["completion"]}
+              for r, h, raw, p in zip(job.rows, hashes, raws, parsed, strict=True)]
+    write_jsonl(out, result)
+    meta = {"system": out.name.removesuffix(".jsonl"), "kind": job.kind,
+            "dataset": job.task["dataset"], "test_sha256": job.test_sha256, "mode": mode,
+            **info, "n": len(result),
+            "seconds": round(seconds, 3),
+            "examples_per_s": round(len(result) / max(seconds, 1e-9), 3),
+            "packages": package_versions(), "hardware": hardware(),
+            **answer_counts(job.task, parsed)}
+    write_json(out.with_suffix(".meta.json"), meta)
+    print(f"predict {job.task['dataset']} {meta['system']} ({mode}): {len(result)} rows, "
+          f"{meta['examples_per_s']:.2f} examples/s")
 
 
 def iter_mode(mode: str, model, tokenizer, prompts: list[str], labels: Sequence[str],
@@ -61,8 +145,6 @@ def content_free_prior(model, tokenizer, prompts: list[str], labels: Sequence[st
 
 
 def label_distribution(parsed: Sequence[str], labels: Sequence[str]) -> dict[str, int]:
-    from tunebench.parsing import INVALID
-
     return {label: sum(p == label for p in parsed) for label in [*labels, INVALID]}
 
 
@@ -88,6 +170,17 @@ def check_modes(modes, where: str, summarization: bool, system: str = "base") ->
         raise ConfigError(f"params.yaml: {where}: a summarization task has no labels to score, "
                           f"so only [generate] applies; got {modes}")
     return modes
+
+
+def stop_strings(value, system: str) -> list[str] | None:
+    """predict.stop_strings: one list, or one per system."""
+    if isinstance(value, dict):
+        value = value.get(system)
+    if value is not None and not (isinstance(value, list)
+                                  and all(isinstance(s, str) and s for s in value)):
+        raise ConfigError(f"params.yaml: predict.stop_strings: expected a list of non-empty "
+                          f"strings (or one per system), got {value!r}")
+    return value
 
 
 def for_system(value, system: str, where: str):

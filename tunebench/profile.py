@@ -87,19 +87,8 @@ def validate(params: dict[str, Any], tasks_dir: Path = Path("tasks")) -> None:
     """
     from tunebench.baselines import baseline_config, lead_sentences
     from tunebench.hub import hub_repos
-    from tunebench.launch import LaunchSpec, check_compatible, load_accelerate_config
-    from tunebench.params import (
-        benchmark_model,
-        dataset_entry,
-        dataset_task,
-        predict_settings,
-        run_entry,
-        run_model,
-        section,
-    )
-    from tunebench.predict import check_modes, check_settings, for_system, zero_shot_model
+    from tunebench.params import benchmark_model, dataset_entry, dataset_task, section
     from tunebench.score import score_params
-    from tunebench.train import TrainConfig
 
     benchmark_model(params)
     hub_repos(params)  # every hub revision pinned (model and external adapters)
@@ -116,44 +105,51 @@ def validate(params: dict[str, Any], tasks_dir: Path = Path("tasks")) -> None:
         lead_sentences(params)
         bertscore_model(params)
     for run in runs:
-        where = f"runs.{run}"
-        entry = run_entry(params, run)
-        spec = run_model(params, run)  # its model: runs.<run>.model, else params `model`
-        feeds = {d for d in tasks if dataset_entry(params, d).run == run}
-        if set(entry["mixture"]) != feeds:
-            raise ConfigError(f"{where}.mixture names {sorted(entry['mixture'])} but the "
-                              f"datasets of this run are {sorted(feeds)}")
-        summarizing = {d for d in feeds if tasks[d].type == "summarization"}
-        if spec.family == "encoder_cls":
-            if summarizing:
-                raise ConfigError(f"{where}: model {spec.name} is an encoder classifier and "
-                                  f"cannot summarize {sorted(summarizing)}")
-            if len({tasks[d].labels for d in feeds}) != 1:
-                raise ConfigError(f"{where}: an encoder classifier needs one label set across "
-                                  f"{sorted(feeds)}")
-        settings = {**section(params, "train_qlora"), **(entry.get("train_qlora") or {})}
-        try:
-            TrainConfig.from_params(settings, f"train_qlora (+ {where}.train_qlora)")
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        cfg = predict_settings(params, run)
-        at = f"predict (+ {where}.predict)"
-        check_settings(cfg, at)
-        for system in ("base", "tuned"):
-            for_system(cfg["max_new_tokens"], system, f"{at}.max_new_tokens")
-        zero_shot = entry.get("zero_shot")
-        if zero_shot:
-            zero_shot_model(params, run, zero_shot)
-        for dataset in sorted(feeds):  # the predict stage checks modes per dataset
-            modes = check_modes(cfg.get("modes", ["generate"]), f"{at}.modes",
-                                dataset in summarizing)
-            if zero_shot:
-                check_modes(zero_shot.get("modes", modes), f"{where}.zero_shot.modes",
+        feeds = {d: t for d, t in tasks.items() if dataset_entry(params, d).run == run}
+        _validate_run(params, run, feeds)
+
+
+def _validate_run(params: dict[str, Any], run: str, tasks: dict[str, Any]) -> None:
+    """One run's model, mixture, training, predict, zero-shot and launch settings; `tasks`
+    are the datasets that feed it."""
+    from tunebench.launch import LaunchSpec, check_compatible, load_accelerate_config
+    from tunebench.params import predict_settings, run_entry, run_model
+    from tunebench.predict import check_modes, check_settings, for_system, zero_shot_model
+    from tunebench.train import train_settings
+
+    where = f"runs.{run}"
+    entry = run_entry(params, run)
+    spec = run_model(params, run)  # its model: runs.<run>.model, else params `model`
+    if set(entry["mixture"]) != set(tasks):
+        raise ConfigError(f"{where}.mixture names {sorted(entry['mixture'])} but the "
+                          f"datasets of this run are {sorted(tasks)}")
+    summarizing = {d for d, task in tasks.items() if task.type == "summarization"}
+    if spec.family == "encoder_cls":
+        if summarizing:
+            raise ConfigError(f"{where}: model {spec.name} is an encoder classifier and "
+                              f"cannot summarize {sorted(summarizing)}")
+        if len({task.labels for task in tasks.values()}) != 1:
+            raise ConfigError(f"{where}: an encoder classifier needs one label set across "
+                              f"{sorted(tasks)}")
+    train_settings(params, run)
+    cfg = predict_settings(params, run)
+    at = f"predict (+ {where}.predict)"
+    check_settings(cfg, at)
+    for system in ("base", "tuned"):
+        for_system(cfg["max_new_tokens"], system, f"{at}.max_new_tokens")
+    zero_shot = entry.get("zero_shot")
+    if zero_shot:
+        zero_shot_model(params, run, zero_shot)
+    for dataset in sorted(tasks):  # the predict stage checks modes per dataset
+        modes = check_modes(cfg.get("modes", ["generate"]), f"{at}.modes",
                             dataset in summarizing)
-        if entry.get("launch") is not None:
-            launch = LaunchSpec.from_params(entry["launch"], f"{where}.launch")
-            config = load_accelerate_config(launch.config, f"{where}.launch")
-            check_compatible(config, spec.load_in_4bit, f"{where}.launch")
+        if zero_shot:
+            check_modes(zero_shot.get("modes", modes), f"{where}.zero_shot.modes",
+                        dataset in summarizing)
+    if entry.get("launch") is not None:
+        launch = LaunchSpec.from_params(entry["launch"], f"{where}.launch")
+        config = load_accelerate_config(launch.config, f"{where}.launch")
+        check_compatible(config, spec.load_in_4bit, f"{where}.launch")
 
 
 def bertscore_model(params: dict[str, Any]):

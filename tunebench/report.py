@@ -22,6 +22,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tunebench.io import DataError, read_json
+
 # Weakest reference first.
 SYSTEM_ORDER = ("majority", "tfidf_logreg", "tfidf_full", "base", "tuned")
 TYPES = ("classification", "summarization")
@@ -751,3 +753,51 @@ def _save(fig, path: Path) -> None:
         # No "Software" stamp, so the PNG bytes do not change with the matplotlib version.
         fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
+
+
+PLOTS = "plots"  # folder under the report's folder; report.md links into it relatively
+
+
+def read_records(paths: list[Path]) -> list[dict]:
+    records = []
+    for path in paths:
+        record = read_json(path)
+        for key in ("dataset", "task", "version", "n", "systems"):
+            if key not in record:
+                raise DataError(f"{path}: missing field {key!r}; is it a score output?")
+        if record_type(record) not in TYPES:
+            raise DataError(f"{path}: unknown type {record['type']!r}; expected one of {TYPES}")
+        records.append(record)
+    seen = [r["dataset"] for r in records]
+    if len(set(seen)) != len(seen):
+        raise DataError(f"--metrics lists a dataset twice: {seen}")
+    return records
+
+
+def read_train(path: Path) -> tuple[str, dict]:
+    """(run name, training metrics) from a DVCLive folder or its metrics.json, or any JSON
+    file named after the run."""
+    if path.is_dir():
+        path = path / "metrics.json"
+    name = path.parent.name if path.name == "metrics.json" else path.stem
+    return name, read_json(path)
+
+
+def write_plots(records: Sequence[Mapping], out_dir: Path) -> tuple[dict, str | None]:
+    """Confusion matrices (CONFUSION_SYSTEMS of every classification dataset) and the F1 bar
+    plot into <out_dir>/plots; returns (confusion plot links by (dataset, system), the F1
+    plot's link or None), relative to out_dir."""
+    (out_dir / PLOTS).mkdir(parents=True, exist_ok=True)  # a DVC out even when empty
+    confusion = {}
+    classification = of_type(records, "classification")
+    for record in classification:
+        for name in CONFUSION_SYSTEMS:
+            if name in record["systems"]:
+                rel = f"{PLOTS}/confusion_{record['dataset']}_{name}.png"
+                plot_confusion(record["systems"][name], f"{record['dataset']}: {name}",
+                               out_dir / rel)
+                confusion[(record["dataset"], name)] = rel
+    f1_plot = f"{PLOTS}/f1_weighted.png" if classification else None
+    if f1_plot:
+        plot_f1(classification, out_dir / f1_plot)
+    return confusion, f1_plot

@@ -36,11 +36,18 @@ SIGNIFICANT = 6  # digits kept in floats, so `dvc metrics diff` shows meaningful
 CI_METHOD = "bca"
 
 
+def check_id(rid: Any, at: str) -> None:
+    """Example ids are strings (or integers): a list or mapping is a broken file."""
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
+        raise DataError(f"{at}: field 'id' must be a string, got {type(rid).__name__} {rid!r}")
+
+
 def split_targets(rows: Sequence[Mapping], labels: Sequence[str], where: str) -> dict[str, str]:
     """Map test id -> canonical label from instruction rows, in file order."""
     targets: dict[str, str] = {}
     for lineno, row in enumerate(rows, start=1):
         rid, label = row["id"], row["completion"]
+        check_id(rid, f"{where}:{lineno}")
         if rid in targets:
             raise DataError(f"{where}:{lineno}: duplicate id {rid!r}")
         if label not in labels:
@@ -58,6 +65,7 @@ def _index_by_id(rows: Sequence[Mapping], targets: Mapping[str, str], where: str
     by_id: dict[str, Mapping] = {}
     for lineno, row in enumerate(rows, start=1):
         rid, at = row["id"], f"{where}:{lineno}"
+        check_id(rid, at)
         if rid in by_id:
             raise DataError(f"{at}: duplicate id {rid!r}")
         if rid not in targets:
@@ -83,16 +91,18 @@ def index_predictions(
         if target != targets[rid]:
             raise DataError(f"{at}: id {rid!r}: target {target!r} but the test split says "
                             f"{targets[rid]!r}")
-        if parsed not in allowed:
+        if not isinstance(parsed, str) or parsed not in allowed:
             raise DataError(f"{at}: id {rid!r}: parsed {parsed!r} is neither a label nor "
                             f"{INVALID!r}")
 
     return _index_by_id(rows, targets, where, check_row)
 
 
-def check_meta(meta: Mapping, system: str, n: int, dataset: str, where: str) -> None:
+def check_meta(meta: Mapping, system: str, n: int, dataset: str, where: str,
+               test_sha256: str | None = None) -> None:
     """A sidecar must describe this system, dataset and row count (catches stale or
-    misplaced sidecars)."""
+    misplaced sidecars); with `test_sha256` (the score stage passes the hash of the current
+    test.jsonl) it must also have been made from exactly that test split."""
     missing = [key for key in META_FIELDS if key not in meta]
     if missing:
         raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
@@ -104,6 +114,11 @@ def check_meta(meta: Mapping, system: str, n: int, dataset: str, where: str) -> 
         raise DataError(f"{where}: dataset {meta['dataset']!r} but scoring {dataset!r}")
     if meta["n"] != n:
         raise DataError(f"{where}: n is {meta['n']} but the predictions have {n} rows")
+    if test_sha256 is not None and meta.get("test_sha256") != test_sha256:
+        found = meta.get("test_sha256")
+        raise DataError(f"{where}: test_sha256 {found if found is None else found[:12]!r} but "
+                        f"the test split now hashes to {test_sha256[:12]!r}: these predictions "
+                        "were made from other test rows (stale; rerun predict / baselines)")
 
 
 def score_system(
@@ -195,7 +210,7 @@ def confusion_rows(by_id: Mapping[str, Mapping], ids: Sequence[str]) -> list[dic
 def score_dataset(
     task: Mapping, test_rows: Sequence[Mapping], systems: Mapping[str, tuple],
     n_boot: int, seed: int, sample: Mapping | None = None, test_where: str = "test.jsonl",
-    ci_method: str = CI_METHOD,
+    ci_method: str = CI_METHOD, test_sha256: str | None = None,
 ) -> tuple[dict, dict[str, list]]:
     """Score every system of one dataset.
 
@@ -213,7 +228,7 @@ def score_dataset(
     for name in sorted(systems):
         rows, meta, rows_where, meta_where = systems[name]
         indexed[name] = index_predictions(rows, targets, labels, rows_where)
-        check_meta(meta, name, len(rows), task["dataset"], meta_where)
+        check_meta(meta, name, len(rows), task["dataset"], meta_where, test_sha256)
         scored[name] = {"kind": meta["kind"], **score_system(indexed[name], ids, labels, n_boot,
                                                              seed, ci_method), "meta": dict(meta)}
     record = {
@@ -249,7 +264,7 @@ def index_summaries(rows: Sequence[Mapping], targets: Mapping[str, str], where: 
 def score_summaries(
     task: Mapping, test_rows: Sequence[Mapping], systems: Mapping[str, tuple], n_boot: int,
     seed: int, bertscore: Mapping, sample: Mapping | None = None,
-    test_where: str = "test.jsonl",
+    test_where: str = "test.jsonl", test_sha256: str | None = None,
 ) -> tuple[dict, list[dict]]:
     """Score every system of a summarization dataset: ROUGE-1/2/L and BERTScore F1 per example
     (best of the references), mean/median/bootstrap CI per metric, paired differences of
@@ -281,7 +296,7 @@ def score_summaries(
     for name in sorted(systems):
         rows, meta, rows_where, meta_where = systems[name]
         by_id = index_summaries(rows, targets, rows_where)
-        check_meta(meta, name, len(rows), task["dataset"], meta_where)
+        check_meta(meta, name, len(rows), task["dataset"], meta_where, test_sha256)
         result = summarization_metrics([by_id[i]["parsed"] for i in ids],
                                        [references[i] for i in ids], bertscore["model_dir"],
                                        bertscore["num_layers"], n_boot, seed)
@@ -370,3 +385,24 @@ def bertscore_params(params: dict):
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
         raise ConfigError(f"{where}.num_layers: expected an int >= 1, got {layers!r}")
     return model_spec(params, cfg["model"], "score.bertscore.model"), layers
+
+
+def bertscore_settings(params: dict) -> dict:
+    """{"model_dir", "num_layers", "label"} from `score.bertscore` (model: a key of models)."""
+    from pathlib import Path
+
+    from tunebench.models import resolve_model_dir
+    from tunebench.params import section
+
+    spec, layers = bertscore_params(params)
+    if spec.source == "hub":
+        # bert-score loads by name without a revision: fetch the pinned snapshot, pass its path.
+        from huggingface_hub import snapshot_download
+
+        model_dir = snapshot_download(spec.id, revision=spec.revision)
+    else:
+        model_dir = resolve_model_dir(spec, Path(section(params, "paths")["model_cache"]))
+    label = spec.id or spec.name
+    if spec.source == "package":
+        label = f"{label} (package {spec.package}/{spec.file})"
+    return {"model_dir": model_dir, "num_layers": layers, "label": label}

@@ -7,20 +7,16 @@ format-instructions stage's job. Heavy libraries are imported inside the functio
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunebench.families import fit, load_kwargs, quantization_plan
-from tunebench.models import ModelSpec, plain_cpu_4bit_kernels
-from tunebench.train import (
-    IGNORE_INDEX,
-    TrainConfig,
-    _save_adapter,
-    pad_rows,
-    prepare_for_lora,
-    reject_packing,
-)
+from tunebench.engine import TrainJob, lora_config, prepare_for_lora, train_adapter
+from tunebench.models import ModelSpec, finish_loading, load_kwargs, quantization_plan
+from tunebench.predict import PredictJob, for_system, write_predictions
+from tunebench.provenance import model_provenance
+from tunebench.train import IGNORE_INDEX, pad_rows, reject_packing
+
+TASK_TYPE = "SEQ_2_SEQ_LM"  # peft task type of the adapter
 
 
 def load_seq2seq(spec: ModelSpec, model_dir: str, quantize: bool,
@@ -28,21 +24,9 @@ def load_seq2seq(spec: ModelSpec, model_dir: str, quantize: bool,
     """The base encoder-decoder (NF4 when `quantize`), with a LoRA adapter on top if given."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from tunebench.models import default_device
-
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, **load_kwargs(spec, model_dir,
                                                                            quantize))
-    if not quantize:
-        model = model.to(default_device())
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        if not (Path(adapter_dir) / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"LoRA adapter not found: {adapter_dir}/adapter_config.json")
-        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-    plain_cpu_4bit_kernels(model)
-    model.eval()
-    return model
+    return finish_loading(model, quantize, adapter_dir)
 
 
 def tokenize_pair(tokenizer, source: str, target: str, max_seq_len: int) -> dict:
@@ -78,33 +62,56 @@ class PairCollator:
         return {key: torch.tensor(rows, dtype=torch.long) for key, rows in batch.items()}
 
 
-def train_seq2seq_lora(spec: ModelSpec, model_dir: str, examples: list[tuple[str, str]],
-                       cfg: TrainConfig, out_dir: Path,
-                       log: Callable[[dict], None] | None = None) -> dict:
-    """Train a SEQ_2_SEQ_LM LoRA adapter, save it to out_dir, return training metrics
-    (those of train.train_lora plus `quantized` and `quantization`)."""
-    from peft import LoraConfig
+def train_seq2seq_lora(job: TrainJob, examples: list[tuple[str, str]],
+                       eval_examples: list[tuple[str, str]] | None = None) -> dict:
+    """Train a SEQ_2_SEQ_LM LoRA adapter with the shared engine (resume, validation, SIGTERM),
+    save it to job.out_dir, return training metrics plus `quantized` and `quantization`."""
     from transformers import set_seed
 
     from tunebench.models import load_tokenizer
 
+    spec, cfg = job.spec, job.cfg
     reject_packing(cfg, spec.family)
     if not examples:
         raise ValueError("train_seq2seq_lora got no examples")
     set_seed(cfg.seed)
-    tokenizer = load_tokenizer(spec, model_dir, padding_side="right")
-    data = [tokenize_pair(tokenizer, s, t, cfg.max_seq_len) for s, t in examples]
+    tokenizer = load_tokenizer(spec, job.model_dir, padding_side="right")
+    data, eval_data = ([tokenize_pair(tokenizer, s, t, cfg.max_seq_len) for s, t in pairs]
+                       for pairs in (examples, eval_examples or []))
     quantized, why = quantization_plan(spec)
-    model = load_seq2seq(spec, model_dir, quantize=quantized)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(spec.lora_targets), bias="none",
-                      task_type="SEQ_2_SEQ_LM")
-    model = prepare_for_lora(model, quantized, cfg, lora)
-    collator = PairCollator(tokenizer.pad_token_id)
-    metrics = fit(model, data, collator, cfg, lambda: collator.n_tokens, log)
-    _save_adapter(model, spec, Path(out_dir))
-    return {**metrics, "n_truncated": sum(d["truncated"] for d in data),
-            "family": "seq2seq", "quantized": quantized, "quantization": why}
+    model = load_seq2seq(spec, job.model_dir, quantize=quantized)
+    model = prepare_for_lora(model, quantized, cfg, lora_config(spec, cfg, TASK_TYPE))
+    metrics = train_adapter(job, model, data, eval_data, PairCollator(tokenizer.pad_token_id))
+    return {**metrics, "family": "seq2seq", "quantized": quantized, "quantization": why}
+
+
+def train(job: TrainJob, rows: list[dict], eval_rows: list[dict], instructions: Path,
+          mixture: dict[str, int]) -> dict:
+    """The family interface: prompt -> completion rows -> adapter and metrics."""
+    return train_seq2seq_lora(job, [(r["prompt"], r["completion"]) for r in rows],
+                              [(r["prompt"], r["completion"]) for r in eval_rows])
+
+
+def predict(job: PredictJob) -> None:
+    """The family interface: greedy generation from the prompt (no chat template)."""
+    import time
+
+    from tunebench.generate import prompt_sha256
+    from tunebench.models import load_tokenizer
+
+    tokenizer = load_tokenizer(job.spec, job.model_dir, padding_side="right")
+    model = load_seq2seq(job.spec, job.model_dir, quantize=job.spec.load_in_4bit,
+                         adapter_dir=job.adapter)
+    cap = for_system(job.cfg["max_new_tokens"], job.kind, "predict.max_new_tokens")
+    prompts = [r["prompt"] for r in job.rows]
+    start = time.perf_counter()
+    texts = generate_seq2seq(model, tokenizer, prompts, job.cfg["batch_size"], cap)
+    parse = job.parse()
+    write_predictions(job, "generate", [prompt_sha256(x) for x in prompts], texts,
+                      [parse(t) for t in texts], time.perf_counter() - start,
+                      {"max_new_tokens": cap, "batch_size": job.cfg["batch_size"],
+                       "model": model_provenance(job.spec), "adapter": job.adapter_record(),
+                       "prompt_field": "prompt"})
 
 
 def generate_seq2seq(model, tokenizer, sources: list[str], batch_size: int = 8,

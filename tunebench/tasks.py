@@ -162,6 +162,20 @@ def read_task_yaml(path: Path) -> dict[str, Any]:
     return deep_merge(read_task_yaml(path.parent / include), data)
 
 
+def _check_types(data: Mapping[str, Any], where: str) -> None:
+    """The list, mapping and string fields of a task file have those types."""
+    for key, kind in (("labels", list), ("metrics", list), ("fields", dict),
+                      ("prompt_vars", dict), ("published", list), ("truncate", dict),
+                      ("few_shot", dict)):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            noun = "a list" if kind is list else "a mapping"
+            raise ConfigError(f"{where}: {key}: expected {noun}, got "
+                              f"{type(data[key]).__name__} {data[key]!r}")
+    for key in ("text_field", "instruction", "template", "parser"):
+        if not isinstance(data[key], str):
+            raise ConfigError(f"{where}: {key}: expected a string, got {data[key]!r}")
+
+
 def load_task(path: Path, overrides: Mapping[str, Any] | None = None) -> Task:
     """Load, merge `overrides` (from params.yaml) and validate one task file."""
     path = Path(path)
@@ -181,16 +195,7 @@ def load_task(path: Path, overrides: Mapping[str, Any] | None = None) -> Task:
         data.setdefault("parser", "summary")
     if data["name"] != path.stem:
         raise ConfigError(f"{where}: name '{data['name']}' must match the file name '{path.stem}'")
-    for key, kind in (("labels", list), ("metrics", list), ("fields", dict),
-                      ("prompt_vars", dict), ("published", list), ("truncate", dict),
-                      ("few_shot", dict)):
-        if data.get(key) is not None and not isinstance(data[key], kind):
-            noun = "a list" if kind is list else "a mapping"
-            raise ConfigError(f"{where}: {key}: expected {noun}, got "
-                              f"{type(data[key]).__name__} {data[key]!r}")
-    for key in ("text_field", "instruction", "template", "parser"):
-        if not isinstance(data[key], str):
-            raise ConfigError(f"{where}: {key}: expected a string, got {data[key]!r}")
+    _check_types(data, where)
     labels = tuple(str(x) for x in data.get("labels") or ())
     if task_type == "classification" and (len(set(labels)) != len(labels) or not labels):
         raise ConfigError(f"{where}: labels must be a non-empty list of distinct names")
@@ -239,6 +244,9 @@ def _parse_source(src: Any, where: str) -> tuple[HubSource | None, MirrorSource 
     if "mirror" in src:
         m = src["mirror"]
         check_keys(m, {"dir", "splits"}, f"{where}.mirror", ("dir", "splits"))
+        if not isinstance(m["splits"], Mapping) or not m["splits"]:
+            raise ConfigError(f"{where}.mirror.splits: expected a mapping split -> {{file}}, "
+                              f"got {m['splits']!r}")
         splits = {}
         for name, spec in m["splits"].items():
             at = f"{where}.mirror.splits.{name}"
@@ -343,6 +351,9 @@ def _parse_resplit(spec: Any, where: str) -> Resplit | None:
 
 def _parse_label(spec: Any, labels: tuple[str, ...], where: str) -> LabelRule:
     check_keys(spec, {"field", "map", "bins", "any_of"}, where)
+    if "map" in spec and not isinstance(spec["map"], Mapping):
+        raise ConfigError(f"{where}.map: expected a mapping raw value -> label, got "
+                          f"{type(spec['map']).__name__} {spec['map']!r}")
     if "any_of" in spec:
         mapping = spec.get("map") or {}
         if set(mapping) != {True, False} or "bins" in spec or "field" in spec:
