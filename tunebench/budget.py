@@ -140,7 +140,9 @@ def render_dag_table(dag: dict[str, Any]) -> str:
     out.append(f"| **whole DAG**, sum of stage measurements | {len(dag['stages'])} | "
                f"**{dag['total_seconds'] / 60:.1f}** | |")
     runs = "; ".join(f"`{run}`" for run in dag["runs"])
-    out.append(f"\nSummed from {len(dag['runs'])} measured runs on this hardware: {runs}.")
+    n_runs = len(dag["runs"])
+    out.append(f"\nSummed from {n_runs} measured run{'s' if n_runs != 1 else ''} on this "
+               f"hardware: {runs}.")
     if dag["missing"]:
         kinds = group_seconds({name: 1 for name in dag["missing"]})
         listed = ", ".join(f"{kind} ×{int(n)}" for kind, n in kinds.items())
