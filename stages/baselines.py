@@ -15,7 +15,7 @@ Params: `baselines.tfidf_logreg` (TfidfLogregConfig fields), `baselines.lead.sen
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.baselines import (
+from tunebench.evaluation.baselines import (
     baseline_config,
     join_texts,
     lead_sentences,
@@ -32,7 +32,7 @@ from tunebench.io import (
     write_json,
     write_jsonl,
 )
-from tunebench.params import load_params
+from tunebench.running.params import load_params
 
 ROW_FIELDS = ("id", "prompt", "completion")
 

@@ -9,9 +9,9 @@ the TUNEBENCH_MIRROR environment variable; with neither, the task's Hub source i
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.fetch import check_dataset_names, check_name, fetch, inside, resolve_mirror
+from tunebench.data.fetch import check_dataset_names, check_name, fetch, inside, resolve_mirror
 from tunebench.io import write_json, write_parquet
-from tunebench.params import dataset_entry, dataset_task, fetch_mirror_param, load_params
+from tunebench.running.params import dataset_entry, dataset_task, fetch_mirror_param, load_params
 
 
 def main() -> None:
@@ -21,7 +21,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     args = p.parse_args()
     params = load_params(args.params)
-    check_dataset_names(args.dataset, dataset_entry(params, args.dataset).task, args.params)
+    entry = dataset_entry(params, args.dataset)
+    check_dataset_names(args.dataset, entry.task, entry.run, args.params)
     task = dataset_task(params, args.dataset, args.tasks)
     mirror = resolve_mirror(fetch_mirror_param(params))
     frames, provenance = fetch(task, mirror)

@@ -17,8 +17,8 @@ their row counts), and a cap must name a split the dataset has.
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.fetch import check_dataset_names
-from tunebench.instructions import (
+from tunebench.data.fetch import check_dataset_names
+from tunebench.data.format_instructions import (
     check_caps,
     format_instructions,
     hold_out_validation,
@@ -27,7 +27,7 @@ from tunebench.instructions import (
     validation_share,
 )
 from tunebench.io import DataError, check_unique_ids, read_parquet, write_json, write_jsonl
-from tunebench.params import dataset_entry, dataset_task, load_params
+from tunebench.running.params import dataset_entry, dataset_task, load_params
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
     params = load_params(args.params)
     entry = dataset_entry(params, args.dataset)
-    check_dataset_names(args.dataset, entry.task, args.params)
+    check_dataset_names(args.dataset, entry.task, entry.run, args.params)
     task = dataset_task(params, args.dataset, args.tasks)
     seed = params["format_instructions"]["seed"]  # checked by dataset_entry
     summary = {}

@@ -10,10 +10,15 @@ test texts also in train passes `label_transform.max_leakage_share`, or on dupli
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.fetch import check_dataset_names, check_name, inside
+from tunebench.data.fetch import check_dataset_names, check_name, inside
+from tunebench.data.label_transform import label_transform
 from tunebench.io import DataError, read_json, read_parquet, write_json, write_jsonl, write_parquet
-from tunebench.label_transform import label_transform
-from tunebench.params import dataset_entry, dataset_task, label_transform_params, load_params
+from tunebench.running.params import (
+    dataset_entry,
+    dataset_task,
+    label_transform_params,
+    load_params,
+)
 
 
 def main() -> None:
@@ -24,7 +29,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     args = p.parse_args()
     params = load_params(args.params)
-    check_dataset_names(args.dataset, dataset_entry(params, args.dataset).task, args.params)
+    entry = dataset_entry(params, args.dataset)
+    check_dataset_names(args.dataset, entry.task, entry.run, args.params)
     task = dataset_task(params, args.dataset, args.tasks)
     limits = label_transform_params(params)
     provenance = read_json(args.raw / "provenance.json")

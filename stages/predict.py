@@ -29,21 +29,21 @@ rerun after a kill resumes from it when its header (prompt hashes + settings) ma
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.families import family
 from tunebench.io import read_json, read_jsonl, sha256_file
-from tunebench.params import (
-    load_params,
-    predict_settings,
-    run_entry,
-    run_model,
-    section,
-)
-from tunebench.predict import (
+from tunebench.models.families import family
+from tunebench.models.predict import (
     ZERO_SHOT_SYSTEM,
     PredictJob,
     check_modes,
     check_settings,
     zero_shot_model,
+)
+from tunebench.running.params import (
+    load_params,
+    predict_settings,
+    run_entry,
+    run_model,
+    section,
 )
 
 
@@ -91,7 +91,7 @@ def _train_labels(instructions: Path) -> list[str]:
 
 
 def _model_dir(spec, params) -> str:
-    from tunebench.models import resolve_model_dir
+    from tunebench.models.loading import resolve_model_dir
 
     return resolve_model_dir(spec, Path(section(params, "paths")["model_cache"]))
 

@@ -13,7 +13,7 @@ system, the fine-tuning runs' wall time, tokens/s, peak memory), report.md,
 plots/f1_weighted.png and
 plots/confusion_<dataset>_<system>.png for the base and tuned systems of the classification
 datasets; report.md ends with the deviations of --params from the published recipes
-(tunebench.deviations). A smoke profile's run (--params marked `profile.smoke`, e.g.
+(tunebench.evaluation.deviations). A smoke profile's run (--params marked `profile.smoke`, e.g.
 `make bench-quick`) opens report.md with a line saying so and adds `smoke` to
 verdicts.json. Image links in report.md are relative to it; a summarization record's box
 plot (figures.boxplot, relative to the working directory) is linked where it is, or named
@@ -23,11 +23,9 @@ as missing.
 from pathlib import Path
 
 from stages._cli import parser, run
-from tunebench.deviations import report_section
-from tunebench.io import read_json, write_json, write_text
-from tunebench.params import load_params
-from tunebench.presets import load_presets
-from tunebench.report import (
+from tunebench.evaluation.deviations import report_section
+from tunebench.evaluation.presets import load_presets
+from tunebench.evaluation.report import (
     SUMMARIZATION_CSV_FIELDS,
     boxplot_links,
     merge_timings,
@@ -44,6 +42,8 @@ from tunebench.report import (
     verdicts,
     write_plots,
 )
+from tunebench.io import read_json, write_json, write_text
+from tunebench.running.params import load_params
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from stages._cli import parser, run
 from tunebench.io import DataError, read_json, read_jsonl, sha256_file, write_json, write_jsonl
-from tunebench.params import load_params
+from tunebench.running.params import load_params
 
 
 def read_systems(folder: Path) -> dict[str, tuple]:
     """system -> (rows, meta, rows path, meta path) for every <system>.jsonl in folder and
     its sub-folders; a system name may appear only once."""
-    from tunebench.score import PRED_FIELDS
+    from tunebench.evaluation.score import PRED_FIELDS
 
     if not folder.is_dir():
         raise DataError(f"{folder}: predictions folder not found")
@@ -55,7 +55,7 @@ def main() -> None:
                    help="JSON to write the systems' timings into (seconds, examples/s, memory)")
     args = p.parse_args()
     # Imported after argument parsing: it pulls in scikit-learn, which --help does not need.
-    from tunebench.score import ci_method_param, score_params, split_timings
+    from tunebench.evaluation.score import ci_method_param, score_params, split_timings
 
     params = load_params(args.params)
     n_boot, seed = score_params(params)
@@ -87,8 +87,8 @@ def main() -> None:
 
 def _summaries(args, params, task, test_path: Path, systems, common) -> tuple[dict, list]:
     """The summarization record and per-example rows; the box plots to --figures."""
-    from tunebench.score import bertscore_settings, score_summaries
-    from tunebench.summarization import METRICS, plot_boxplots
+    from tunebench.evaluation.score import bertscore_settings, score_summaries
+    from tunebench.evaluation.summarization import METRICS, plot_boxplots
 
     record, examples = score_summaries(
         task, read_jsonl(test_path, required=("id", "completion", "references")), systems,
@@ -102,7 +102,7 @@ def _summaries(args, params, task, test_path: Path, systems, common) -> tuple[di
 
 def _classification(args, task, test_path: Path, systems, common) -> tuple[dict, list]:
     """The classification record and per-example rows; confusion rows to --figures."""
-    from tunebench.score import score_dataset
+    from tunebench.evaluation.score import score_dataset
 
     record, confusion = score_dataset(
         task, read_jsonl(test_path, required=("id", "completion")), systems, **common)

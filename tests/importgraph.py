@@ -1,6 +1,6 @@
 """The project's import graph, read from the source with `ast` (nothing is imported).
 
-Nodes are the modules of tunebench/ and stages/ ("tunebench.models", "stages.predict");
+Nodes are the modules of tunebench/ and stages/ ("tunebench.models.loading", "stages.predict");
 an edge is any import of one from another, anywhere in the module (also inside functions,
 where the heavy-import rule puts most of them). Package __init__ files are left out: they
 hold only a docstring (tests/test_import_graph.py checks it), so no stage depends on them.
@@ -20,9 +20,10 @@ def modules(root: Path = REPO_ROOT) -> dict[str, Path]:
     """Module name -> file, for every module of the project packages (no __init__)."""
     found = {}
     for package in PACKAGES:
-        for path in sorted((root / package).glob("*.py")):
+        for path in sorted((root / package).rglob("*.py")):
             if path.name != "__init__.py":
-                found[f"{package}.{path.stem}"] = path
+                parts = path.relative_to(root).with_suffix("").parts
+                found[".".join(parts)] = path
     return found
 
 

@@ -1,5 +1,5 @@
 """Subprocess entry point for tests/test_resume.py: one training run of a tiny model of one
-family, through the shared engine (tunebench.engine).
+family, through the shared engine (tunebench.models.engine).
 
 python -m tests.resume_worker FAMILY MODEL_DIR OUT_DIR CHECKPOINT_ROOT RESULT_JSON [STEP_DELAY_S]
 
@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from tunebench.engine import TrainJob
 from tunebench.io import write_json
-from tunebench.models import ModelSpec
-from tunebench.train import TrainConfig
+from tunebench.models.engine import TrainJob
+from tunebench.models.loading import ModelSpec
+from tunebench.models.train_qlora import TrainConfig
 
 PROMPTS = [("Instruction: What is the sentiment of this news?\nInput: Profit rose.\nAnswer: ",
             "positive"),
@@ -41,9 +41,9 @@ def spec(model_dir, family: str = "causal_lm") -> ModelSpec:
 
 def train(family: str, model_dir, out_dir: Path, root: Path, log=None) -> dict:
     """One run of the family's training function on EXAMPLES with CONFIG."""
-    from tunebench.causal import train_lora
-    from tunebench.encoder import train_encoder_cls_lora
-    from tunebench.seq2seq import train_seq2seq_lora
+    from tunebench.models.causal import train_lora
+    from tunebench.models.encoder import train_encoder_cls_lora
+    from tunebench.models.seq2seq import train_seq2seq_lora
 
     job = TrainJob(spec(model_dir, family), str(model_dir), CONFIG, out_dir, log, root, "tiny")
     if family == "causal_lm":

@@ -242,10 +242,11 @@ def test_labeled_files_must_match_their_summary(toy, damage):
 
 @pytest.mark.parametrize(("where", "name"), [
     ("task split", "../../../x"), ("task split", "a/b"), ("dataset key", "../x"),
-    ("task name", "../toy"), ("mirror dir", "../.."), ("mirror file", "../../outside.csv"),
+    ("task name", "../toy"), ("run name", "../../../x"), ("mirror dir", "../.."),
+    ("mirror file", "../../outside.csv"),
 ])
 def test_names_that_become_paths_cannot_escape(toy, where, name):
-    """A split, dataset, task or mirror name with '..' or '/' is refused before anything is
+    """A split, dataset, task, run or mirror name with '..' or '/' is refused before anything is
     read or written outside its folder."""
     mirror = {"dir": "toy", "splits": {"train": {"file": "train.csv"},
                                        "test": {"file": "test.csv"}}}
@@ -262,6 +263,8 @@ def test_names_that_become_paths_cannot_escape(toy, where, name):
         toy.params(datasets={name: {"run": "toy"}})
     elif where == "task name":
         toy.params(datasets={"toy": {"run": "toy", "task": name}})
+    elif where == "run name":
+        toy.params(datasets={"toy": {"run": name}})
     before = sorted(p for p in toy.root.parent.rglob("*") if "raw" not in p.parts)
     code, err = toy.run("fetch", "--dataset", dataset, "--tasks", str(toy.root / "tasks"),
                         "--out", str(toy.root / "raw"))
@@ -418,3 +421,27 @@ def test_wrong_training_setting_type(toy, tiny_model_dir):
     models = {"m": {"source": "local", "path": str(tiny_model_dir)}}
     one_line_error(*_train_stage(toy, models, {"batch_size": "4"}),
                    "train_qlora (+ runs.toy.train_qlora).batch_size must be int, got '4'")
+
+
+def test_errors_name_the_params_file_given(toy):
+    """The library's checks say `params.yaml: <key>`; run with another --params file, the
+    stage names that file (and a path already in a message is left alone)."""
+    other = toy.root / "other.yaml"
+    other.write_text(yaml.safe_dump({"fetch": {"mirror": str(toy.root / "mirror")},
+                                     "datasets": {"toy": {"run": "toy"}}}))
+    code, err = toy.run("fetch", "--dataset", "toy", "--tasks", str(toy.root / "tasks"),
+                        "--out", str(toy.root / "raw"), "--params", str(other))
+    line = one_line_error(code, err, f"{other}: missing section 'format_instructions'")
+    assert "params.yaml" not in line
+    other.write_text("fetch: {mirror: [\n")
+    code, err = toy.run("fetch", "--dataset", "toy", "--tasks", str(toy.root / "tasks"),
+                        "--out", str(toy.root / "raw"), "--params", str(other))
+    assert one_line_error(code, err).startswith(f"error: {other}: not valid YAML")
+
+
+def test_an_overrides_typo_is_blamed_on_the_params_entry(toy):
+    toy.params(datasets={"toy": {"run": "toy", "overrides": {"lable": {"field": "label"}}}})
+    one_line_error(*toy.fetch(), "datasets.toy.overrides: unknown key 'lable'", "label")
+    toy.params(datasets={"toy": {"run": "toy", "overrides": {"label": {"feild": "label"}}}})
+    one_line_error(*toy.fetch(), "unknown key 'feild'",
+                   "merged with", "params.yaml: datasets.toy.overrides")

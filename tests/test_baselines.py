@@ -1,8 +1,8 @@
-"""Unit tests for tunebench.baselines on tiny inline data."""
+"""Unit tests for tunebench.evaluation.baselines on tiny inline data."""
 
 import pytest
 
-from tunebench.baselines import TfidfLogregConfig, majority_class, tfidf_logreg
+from tunebench.evaluation.baselines import TfidfLogregConfig, majority_class, tfidf_logreg
 
 
 def test_majority_class() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tunebench.baselines import (
+from tunebench.evaluation.baselines import (
     TfidfLogregConfig,
     drop_test_texts,
     join_texts,

@@ -1,11 +1,11 @@
-"""tunebench.budget: per-stage seconds from dvc repro's output, the record and its table."""
+"""tunebench.running.budget: per-stage seconds from dvc repro's output, the record and its table."""
 
 import json
 import sys
 
 import pytest
 
-from tunebench import budget
+from tunebench.running import budget
 
 LINES = [
     (0.0, "Running stage 'fetch@fpb':"),

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunebench import crosscheck_math as cm
-from tunebench.crosscheck import render_table
-from tunebench.crosscheck_run import natural_split, token_pairs
+from tunebench.evaluation import crosscheck_math as cm
+from tunebench.evaluation.crosscheck import render_table
+from tunebench.evaluation.crosscheck_run import natural_split, token_pairs
+from tunebench.evaluation.lmeval_samples import main as ingest_main
+from tunebench.evaluation.lmeval_samples import read_samples, to_predictions
+from tunebench.evaluation.lmeval_tasks import export_dataset, load_exported, write_task
 from tunebench.io import DataError, read_json, read_jsonl, write_json, write_jsonl
-from tunebench.lmeval_samples import main as ingest_main
-from tunebench.lmeval_samples import read_samples, to_predictions
-from tunebench.lmeval_tasks import export_dataset, load_exported, write_task
 
 LABELS = ["negative", "neutral", "positive"]
 FRAME = ("Instruction: What is the sentiment of this news? Please choose an answer from "
@@ -52,7 +52,7 @@ def toy_params(tmp_path: Path, model_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from tunebench.models import ModelSpec, load_tokenizer
+    from tunebench.models.loading import ModelSpec, load_tokenizer
 
     spec = ModelSpec.from_params("tiny", {"source": "local", "path": str(tiny_model_dir)})
     return load_tokenizer(spec, str(tiny_model_dir))
@@ -63,7 +63,7 @@ def tokenizer(tiny_model_dir):
 @pytest.mark.parametrize("few_shot", [False, True])
 def test_export_writes_an_offline_lmeval_task_per_system(tmp_path, tiny_model_dir, tokenizer,
                                                          few_shot):
-    from tunebench.models import apply_prompt_format
+    from tunebench.models.loading import apply_prompt_format
 
     root = write_instructions(tmp_path / "instructions", few_shot)
     params = toy_params(tmp_path, tiny_model_dir)
@@ -108,7 +108,7 @@ def test_export_names_a_row_with_an_unknown_label(tmp_path, tiny_model_dir):
 def joint_split(tokenizer, prompt: str, label: str) -> tuple[list[int], list[int]]:
     """lm-eval's documented rule, restated: trailing whitespace of the context moves into the
     continuation; context + continuation is tokenized as one text and cut after the context."""
-    from tunebench.models import encode_prompt
+    from tunebench.models.loading import encode_prompt
 
     cut = len(prompt.rstrip())
     context = encode_prompt(tokenizer, prompt[:cut])
@@ -119,7 +119,7 @@ def joint_split(tokenizer, prompt: str, label: str) -> tuple[list[int], list[int
 
 @pytest.mark.parametrize("fmt", ["raw", "chat"])
 def test_natural_split_gives_lmevals_tokens_and_differs_from_tunebenchs(tokenizer, fmt):
-    from tunebench.models import apply_prompt_format
+    from tunebench.models.loading import apply_prompt_format
 
     prompts = [apply_prompt_format(tokenizer, FRAME.format(t), fmt) for t in TEXTS]
     ws, stripped, natural = natural_split(prompts, tuple(LABELS), "toy")
@@ -144,7 +144,7 @@ def test_prompts_with_different_trailing_whitespace_are_refused():
 # --- ingest of an lm-eval samples file -------------------------------------------------------
 
 def exported_task(tmp_path: Path):
-    from tunebench.generate import prompt_sha256
+    from tunebench.models.generate import prompt_sha256
 
     rows = [{"id": f"t{i}", "prompt": FRAME.format(t), "label": y, "target": LABELS.index(y),
              "prompt_sha256": prompt_sha256(FRAME.format(t))}
@@ -314,9 +314,9 @@ def test_lmevals_own_split_and_engine_match_tunebench_on_the_tiny_model(tiny_mod
                                                                         tokenizer):
     pytest.importorskip("lm_eval", reason="lm-eval (the optional extra `crosscheck`) is not "
                         "installed: pip install -e '.[crosscheck]'")
-    from tunebench.crosscheck_run import lmeval_on_tokens, lmeval_pairs, load_lmeval
-    from tunebench.loglik import loglik_scores
-    from tunebench.models import ModelSpec, apply_prompt_format, load_causal_lm
+    from tunebench.evaluation.crosscheck_run import lmeval_on_tokens, lmeval_pairs, load_lmeval
+    from tunebench.models.loading import ModelSpec, apply_prompt_format, load_causal_lm
+    from tunebench.models.loglik import loglik_scores
 
     lm = load_lmeval(str(tiny_model_dir), None, batch_size=2)
     spec = ModelSpec.from_params("tiny", {"source": "local", "path": str(tiny_model_dir)})
@@ -334,7 +334,7 @@ def test_a_missing_adapter_stops_the_crosscheck_before_any_model_runs(tmp_path,
                                                                        tiny_model_dir, capsys):
     pytest.importorskip("lm_eval", reason="lm-eval (the optional extra `crosscheck`) is not "
                         "installed: pip install -e '.[crosscheck]'")
-    from tunebench.crosscheck import main
+    from tunebench.evaluation.crosscheck import main
 
     root = write_instructions(tmp_path / "instructions")
     params = tmp_path / "params.yaml"
@@ -351,7 +351,7 @@ def test_a_missing_adapter_stops_the_crosscheck_before_any_model_runs(tmp_path,
 def test_crosscheck_end_to_end_on_the_tiny_model(tmp_path, tiny_model_dir):
     pytest.importorskip("lm_eval", reason="lm-eval (the optional extra `crosscheck`) is not "
                         "installed: pip install -e '.[crosscheck]'")
-    from tunebench.crosscheck import main
+    from tunebench.evaluation.crosscheck import main
 
     root = write_instructions(tmp_path / "instructions")
     params = tmp_path / "params.yaml"

@@ -12,12 +12,13 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tunebench import deviations, profile
 from tunebench.config import ConfigError
-from tunebench.models import ModelSpec
-from tunebench.params import DATASET_KEYS, RUN_KEYS
-from tunebench.presets import SETTINGS, load_preset, load_presets
-from tunebench.train import TrainConfig
+from tunebench.evaluation import deviations
+from tunebench.evaluation.presets import SETTINGS, load_preset, load_presets
+from tunebench.models.loading import ModelSpec
+from tunebench.models.train_qlora import TrainConfig
+from tunebench.running import profile
+from tunebench.running.params import DATASET_KEYS, RUN_KEYS
 
 PRESETS_DIR = REPO_ROOT / "profiles" / "presets"
 PRESETS = load_presets(PRESETS_DIR)
@@ -266,7 +267,7 @@ def test_check_fails_when_the_doc_is_stale(tmp_path, monkeypatch, capsys):
 
 def test_the_committed_doc_is_current(monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
-    assert deviations.main(["--check"]) == 0, "run `python -m tunebench.deviations`"
+    assert deviations.main(["--check"]) == 0, "run `python -m tunebench.evaluation.deviations`"
 
 
 def test_help(capsys):

@@ -8,14 +8,14 @@ import sys
 import pytest
 
 from tests.fixtures import build_tiny_bert, build_tiny_t5, minilm_dir
-from tunebench.encoder import (
+from tunebench.models.encoder import (
     load_encoder_cls,
     predict_encoder_cls,
     train_encoder_cls_lora,
 )
-from tunebench.engine import TrainJob
-from tunebench.models import ModelSpec, load_tokenizer, package_model_dir, quantization_plan
-from tunebench.seq2seq import (
+from tunebench.models.engine import TrainJob
+from tunebench.models.loading import ModelSpec, load_tokenizer, package_model_dir, quantization_plan
+from tunebench.models.seq2seq import (
     IGNORE_INDEX,
     PairCollator,
     generate_seq2seq,
@@ -23,7 +23,7 @@ from tunebench.seq2seq import (
     tokenize_pair,
     train_seq2seq_lora,
 )
-from tunebench.train import TrainConfig
+from tunebench.models.train_qlora import TrainConfig
 
 LABELS = ["neg", "pos"]
 CFG = TrainConfig(epochs=1, batch_size=2, bf16=False, max_seq_len=64)
@@ -48,7 +48,8 @@ def spec_for(path, family, **extra) -> ModelSpec:
 
 
 def test_import_stays_light():
-    code = ("import sys, tunebench.seq2seq, tunebench.encoder, tunebench.summarization; "
+    code = ("import sys, tunebench.models.seq2seq, tunebench.models.encoder, "
+            "tunebench.evaluation.summarization; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'bert_score', "
             "'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -181,8 +182,8 @@ def test_every_family_is_one_table_entry_with_the_same_interface():
     import inspect
 
     from tests.project import REPO_ROOT
-    from tunebench.families import FAMILIES, family
-    from tunebench.models import FAMILIES as NAMES
+    from tunebench.models.families import FAMILIES, family
+    from tunebench.models.loading import FAMILIES as NAMES
 
     assert tuple(FAMILIES) == NAMES
     for name, module in FAMILIES.items():

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tunebench.fetch import MIRROR_ENV, fetch, fetch_hub, resolve_mirror
+from tunebench.data.fetch import MIRROR_ENV, fetch, fetch_hub, resolve_mirror
+from tunebench.data.tasks import load_task
 from tunebench.io import DataError
-from tunebench.tasks import load_task
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 
@@ -90,7 +90,7 @@ def fpb_zip(path: Path, member: str = "FinancialPhraseBank-v1.0/Sentences_50Agre
 @pytest.fixture
 def online_hub(monkeypatch, tmp_path):
     """HF_HUB_OFFLINE=0 with a fake Hub: `calls` records every resolve and download."""
-    import tunebench.fetch as fetch_module
+    import tunebench.data.fetch as fetch_module
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     hub = {"resolved": FPB_PIN, "calls": [], "zip": fpb_zip(tmp_path / "fpb.zip")}
@@ -139,7 +139,7 @@ def test_pinned_hub_source_resolving_elsewhere_is_refused(online_hub):
 
 
 def test_unresolvable_revision_is_named(online_hub, monkeypatch):
-    import tunebench.fetch as fetch_module
+    import tunebench.data.fetch as fetch_module
 
     def fail(repo_id, revision):
         raise OSError("connection refused")
@@ -187,7 +187,7 @@ def test_offline_pinned_source_reads_its_pin_unchecked(online_hub, monkeypatch):
 
 
 def test_zip_member_found_by_file_name_and_bad_zips_named(online_hub, tmp_path):
-    from tunebench.fetch import read_line_table
+    from tunebench.data.fetch import read_line_table
 
     spec = load_task(TASKS / "fpb.yaml").hub.files["all"]
     flat = fpb_zip(tmp_path / "flat.zip", member="Sentences_50Agree.txt")  # no folder
@@ -204,7 +204,7 @@ def test_zip_member_found_by_file_name_and_bad_zips_named(online_hub, tmp_path):
 def test_line_without_separator_is_named(tmp_path):
     import zipfile
 
-    from tunebench.fetch import read_line_table
+    from tunebench.data.fetch import read_line_table
 
     spec = load_task(TASKS / "fpb.yaml").hub.files["all"]
     with zipfile.ZipFile(tmp_path / "z.zip", "w") as archive:

@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-from tunebench.generate import _cut_at_stop, generate, prompt_sha256
-from tunebench.models import ModelSpec, encode_prompt, load_causal_lm, load_tokenizer
+from tunebench.models.generate import _cut_at_stop, generate, prompt_sha256
+from tunebench.models.loading import ModelSpec, encode_prompt, load_causal_lm, load_tokenizer
 
 PROMPTS = [
     "Instruction: What is the sentiment of this news? Please choose an answer from "

@@ -1,5 +1,5 @@
-"""tunebench.hub (gated models, pinned revisions, external adapters; the Hub is mocked) and
-tunebench.launch (accelerate relaunch decisions)."""
+"""tunebench.running.hub (gated models, pinned revisions, external adapters; the Hub is mocked) and
+tunebench.running.launch (accelerate relaunch decisions)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tunebench import hub, launch
 from tunebench.config import ConfigError
+from tunebench.running import hub, launch
 
 SHA = "a2cb7a712bb6e5e736ca7f8cd98167f81a0b5bd8"
 REPO = hub.HubRepo("models.llama", "meta-llama/Llama-2-13b-chat-hf", SHA)

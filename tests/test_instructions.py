@@ -6,13 +6,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tunebench.instructions import (
+from tunebench.data.format_instructions import (
     format_instructions,
     hold_out_validation,
     stratified_sample,
     truncate_words,
 )
-from tunebench.tasks import load_task
+from tunebench.data.tasks import load_task
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 
@@ -94,7 +94,7 @@ def _params(dataset=None, default=None):
 
 def test_validation_share_params_are_read_and_checked():
     from tunebench.config import ConfigError
-    from tunebench.params import dataset_entry
+    from tunebench.running.params import dataset_entry
 
     assert dataset_entry(_params(), "tfns").validation_share is None
     entry = dataset_entry(_params({"validation_share": 0.2}), "tfns")

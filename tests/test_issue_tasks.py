@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tunebench.instructions import format_instructions
-from tunebench.label_transform import apply_label_rule
-from tunebench.tasks import load_task, render_prompt
+from tunebench.data.format_instructions import format_instructions
+from tunebench.data.label_transform import apply_label_rule
+from tunebench.data.tasks import load_task, render_prompt
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 

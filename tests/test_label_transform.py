@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tunebench.data.label_transform import apply_label_rule, label_transform, resplit_indices
+from tunebench.data.tasks import load_task
 from tunebench.io import DataError
-from tunebench.label_transform import apply_label_rule, label_transform, resplit_indices
-from tunebench.tasks import load_task
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 

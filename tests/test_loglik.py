@@ -2,7 +2,8 @@
 
 import pytest
 
-from tunebench.loglik import (
+from tunebench.models.loading import ModelSpec, encode_prompt, load_causal_lm, load_tokenizer
+from tunebench.models.loglik import (
     calibration_prior,
     content_free_prompts,
     iter_choice,
@@ -11,7 +12,6 @@ from tunebench.loglik import (
     normalise,
     pick,
 )
-from tunebench.models import ModelSpec, encode_prompt, load_causal_lm, load_tokenizer
 
 FRAME = "Instruction: Is this sentence Sarcasm or Not Sarcasm?\nInput: {}\nAnswer: "
 TEXTS = ["Oh great, another Monday meeting.", "Profit rose 12 percent.", "The bank said so.",
@@ -96,7 +96,7 @@ def test_labels_must_tokenize_distinctly(tiny):
 
 
 def test_loglik_variants_and_the_label_free_choice():
-    from tunebench.loglik import choose_variant, distribution, variant_answers
+    from tunebench.models.loglik import choose_variant, distribution, variant_answers
 
     labels = ["negative", "neutral", "positive"]
     # "neutral" has 3 tokens: its sum is low, its per-token mean is the highest.
@@ -116,7 +116,7 @@ def test_loglik_variants_and_the_label_free_choice():
 
 
 def test_choose_variant_ties_keep_the_order():
-    from tunebench.loglik import choose_variant
+    from tunebench.models.loglik import choose_variant
 
     same = ["a", "b"]
     best, _ = choose_variant({"sum": same, "mean": same, "calibrated": same}, ["a", "b"],

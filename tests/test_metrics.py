@@ -1,4 +1,5 @@
-"""Unit tests for tunebench.metrics against numbers worked out by hand in the comments."""
+"""Unit tests for tunebench.evaluation.metrics against numbers worked out by hand in the
+comments."""
 
 import time
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import classification_report
 
-from tunebench.metrics import (
+from tunebench.evaluation.metrics import (
     _encode,
     _resampled_metric,
     bootstrap_ci,
@@ -16,7 +17,7 @@ from tunebench.metrics import (
     mcnemar,
     paired_bootstrap_diff,
 )
-from tunebench.parsing import INVALID
+from tunebench.evaluation.parsing import INVALID
 
 LABELS = ["negative", "neutral", "positive"]
 NEG, NEU, POS = LABELS

@@ -5,8 +5,8 @@ import os
 import pytest
 
 from tests.mirror import DEFAULT_MIRROR, REPO_ROOT, MirrorNotFound, find_mirror
-from tunebench.fetch import MIRROR_ENV
-from tunebench.params import load_params
+from tunebench.data.fetch import MIRROR_ENV
+from tunebench.running.params import load_params
 
 
 def test_the_variable_wins_over_the_default(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import build_tiny_llama
-from tunebench.models import (
+from tunebench.models.loading import (
     CACHE_MARKER,
     ModelSpec,
     apply_prompt_format,
@@ -33,7 +33,8 @@ def local(path, **extra) -> ModelSpec:
 
 def test_import_stays_light():
     heavy = "('torch', 'transformers', 'peft', 'trl', 'bitsandbytes')"
-    code = ("import sys, tunebench.models, tunebench.train, tunebench.generate; "
+    code = ("import sys, tunebench.models.loading, tunebench.models.train_qlora, "
+            "tunebench.models.generate; "
             f"print(sorted(m for m in {heavy} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -207,7 +208,7 @@ def test_load_causal_lm_plain_and_4bit(tiny_model_dir):
 
 @pytest.mark.slow
 def test_smollm2_package_resolves_loads_and_answers(tmp_path):
-    from tunebench.generate import generate
+    from tunebench.models.generate import generate
 
     spec = ModelSpec.from_params("smollm2", SMOLLM2)
     model_dir = resolve_model_dir(spec, tmp_path / "cache")

@@ -1,8 +1,16 @@
-"""Unit tests for tunebench.parsing: every case is a literal answer and its expected label."""
+"""Unit tests for tunebench.evaluation.parsing: every case is a literal answer and its expected
+label."""
 
 import pytest
 
-from tunebench.parsing import INVALID, PARSERS, get_parser, parse, register_parser, strict
+from tunebench.evaluation.parsing import (
+    INVALID,
+    PARSERS,
+    get_parser,
+    parse,
+    register_parser,
+    strict,
+)
 
 SENTIMENT = ["negative", "neutral", "positive"]
 SARCASM = ["Sarcasm", "Not Sarcasm"]

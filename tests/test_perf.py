@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from tunebench import perf
-from tunebench.models import ModelSpec, load_causal_lm, load_tokenizer
-from tunebench.parsing import get_parser
+from tunebench.evaluation.parsing import get_parser
+from tunebench.models.loading import ModelSpec, load_causal_lm, load_tokenizer
+from tunebench.running import perf
 
 LABELS = ["negative", "neutral", "positive"]
 PROMPTS = [f"Instruction: What is the sentiment of this news? Please choose an answer from "
@@ -56,7 +56,7 @@ def test_predict_figures_are_complete_and_consistent(tiny, tiny_model_dir):
 
 
 def test_train_loops_see_the_same_real_tokens(tiny, tiny_model_dir, tmp_path, monkeypatch):
-    from tunebench.perf_train import train_figures
+    from tunebench.running.perf_train import train_figures
 
     spec, _ = tiny
     folder = tmp_path / "data/instructions/toy/toy"

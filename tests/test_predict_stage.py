@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tunebench.partial import PartialWriter, load_partial, make_header
+from tunebench.models.partial import PartialWriter, load_partial, make_header
 
 pytestmark = pytest.mark.slow
 LABELS = ["negative", "neutral", "positive"]
@@ -135,3 +135,19 @@ def test_partial_file_header_and_torn_tail(tmp_path):
     other = make_header({"mode": "generate"}, ["a", "b"], ["h1", "changed"])
     assert load_partial(path, other, ["a", "b"]) == {}
     assert load_partial(tmp_path / "missing", header, ["a"]) == {}
+
+
+def test_a_prompt_longer_than_the_context_is_cut_and_counted(tmp_path, tiny_model_dir):
+    """A 100,000-character input: the prompt keeps its last (context - max_new_tokens) tokens,
+    the answer position stays inside the tiny model's 512 positions, and meta counts it."""
+    inst, rows = setup_stage(tmp_path, tiny_model_dir, 3, 4, 4, ["generate", "loglik"])
+    rows[1]["prompt"] = "Input: " + "very long news " * 7000 + "\nAnswer: "
+    (inst / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pred = tmp_path / "pred" / "base"
+    subprocess.run(command(tmp_path, inst, pred), cwd=REPO_ROOT, check=True,
+                   capture_output=True)
+    for name in ("base", "base-loglik"):
+        meta = json.loads((pred / f"{name}.meta.json").read_text())
+        assert (meta["prompts_truncated"], meta["max_prompt_tokens"]) == (1, 512 - 4), name
+        out = [json.loads(line) for line in (pred / f"{name}.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in out] == [r["id"] for r in rows]

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tunebench import profile
 from tunebench.config import ConfigError
-from tunebench.hub import SHA
+from tunebench.running import profile
+from tunebench.running.hub import SHA
 
 PROFILES = REPO_ROOT / "profiles"
 TASKS = REPO_ROOT / "tasks"
@@ -110,7 +110,7 @@ def test_published_hyperparameters():
     assert fingpt["models"]["mistral7b"]["dtype"] == "float16"  # FinGPT trained in fp16
     sarc = build("paper", "mistral7b-sarc")
     _, settings, _ = next(runs_settings(sarc))
-    from tunebench.train import TrainConfig
+    from tunebench.models.train_qlora import TrainConfig
 
     c = TrainConfig.from_params(settings)
     assert (c.learning_rate, c.epochs, c.grad_accum, c.batch_size, c.optim, c.warmup_ratio,
@@ -128,12 +128,13 @@ def check_library_configs(params, monkeypatch):
     import torch
     from accelerate.commands.config.config_args import load_config_from_file
 
-    from tunebench import engine, train
-    from tunebench.encoder import HEAD_NAMES
-    from tunebench.families import family
-    from tunebench.launch import LaunchSpec, accelerate_command
-    from tunebench.models import bnb_4bit_config, torch_dtype
-    from tunebench.params import model_spec, run_model
+    from tunebench.models import engine
+    from tunebench.models import train_qlora as train
+    from tunebench.models.encoder import HEAD_NAMES
+    from tunebench.models.families import family
+    from tunebench.models.loading import bnb_4bit_config, torch_dtype
+    from tunebench.running.launch import LaunchSpec, accelerate_command
+    from tunebench.running.params import model_spec, run_model
 
     specs = {key: model_spec(params, key, where)
              for where, key in profile.model_keys(params, REPO_ROOT / "tasks")}
@@ -235,7 +236,7 @@ def test_blocked_variant_is_refused_and_not_runnable(tmp_path):
 
 
 def test_flan_t5_summarization_settings():
-    from tunebench.params import predict_settings, run_model
+    from tunebench.running.params import predict_settings, run_model
 
     bertscore = profile.load_profile("paper", PROFILES)["variants"][FLAN]["params"]["score"]
     assert bertscore["bertscore"] == {"model": "roberta_large", "num_layers": 17}
@@ -267,9 +268,9 @@ def test_t5_never_trains_in_fp16(monkeypatch, native_bf16):
     """On a bf16 GPU the T5 runs autocast to bf16; on an older GPU they stay fp32."""
     import torch
 
-    from tunebench.models import torch_dtype
-    from tunebench.params import run_model
-    from tunebench.train import TrainConfig
+    from tunebench.models.loading import torch_dtype
+    from tunebench.models.train_qlora import TrainConfig
+    from tunebench.running.params import run_model
 
     params = build("paper", FLAN)
     fake_gpu(monkeypatch, native_bf16)
@@ -279,7 +280,7 @@ def test_t5_never_trains_in_fp16(monkeypatch, native_bf16):
 
 
 def test_distilbert_imdb_settings():
-    from tunebench.params import model_spec, run_model
+    from tunebench.running.params import model_spec, run_model
 
     params = build("paper", "distilbert-imdb")
     assert params["datasets"] == {
@@ -312,7 +313,7 @@ def test_hub_check_reads_only_the_models_in_use():
     (FLAN, ["google/flan-t5-base", "roberta-large"]),  # the BERTScore encoder too
 ])
 def test_run_checks_every_hub_repo_before_dvc(tmp_path, monkeypatch, variant, repos):
-    from tunebench import hub
+    from tunebench.running import hub
 
     monkeypatch.chdir(REPO_ROOT)
     params_path = tmp_path / "params.yaml"
@@ -383,7 +384,7 @@ CPU_NATIVE = "cpu-native"  # whatever train.resolve_bf16 finds in this CPU's fla
     (None, False, True, (False, False)),
 ])
 def test_mixed_precision_per_machine(monkeypatch, native_bf16, bf16, fp16, expected):
-    from tunebench import train
+    from tunebench.models import train_qlora as train
 
     fake_gpu(monkeypatch, native_bf16)
     cfg = train.TrainConfig.from_params({"bf16": bf16, "fp16": fp16})
@@ -398,7 +399,8 @@ def test_mixed_precision_per_machine(monkeypatch, native_bf16, bf16, fp16, expec
 def test_training_args_get_the_resolved_flags(monkeypatch, native_bf16, flags):
     import transformers
 
-    from tunebench import engine, train
+    from tunebench.models import engine
+    from tunebench.models import train_qlora as train
 
     fake_gpu(monkeypatch, native_bf16)
     monkeypatch.setattr(transformers, "TrainingArguments", lambda **kwargs: kwargs)
@@ -410,7 +412,7 @@ def test_training_args_get_the_resolved_flags(monkeypatch, native_bf16, flags):
 
 
 def test_bf16_and_fp16_both_true_is_refused():
-    from tunebench.train import TrainConfig
+    from tunebench.models.train_qlora import TrainConfig
 
     with pytest.raises(ValueError, match=r"runs.x: bf16 and fp16 are both true"):
         TrainConfig.from_params({"bf16": True, "fp16": True}, "runs.x")
@@ -425,7 +427,7 @@ def test_bf16_and_fp16_both_true_is_refused():
 def test_torch_dtype_per_machine(monkeypatch, native_bf16, dtype, expected):
     import torch
 
-    from tunebench.models import ModelSpec, torch_dtype
+    from tunebench.models.loading import ModelSpec, torch_dtype
 
     fake_gpu(monkeypatch, native_bf16)
     spec = ModelSpec.from_params("m", {"source": "hub", "id": "org/m", "revision": FAKE_SHA,
@@ -444,7 +446,7 @@ def test_torch_dtype_per_machine(monkeypatch, native_bf16, dtype, expected):
 ])
 def test_default_device_respects_local_rank(monkeypatch, native_bf16, count, local_rank,
                                             expected):
-    from tunebench.models import default_device
+    from tunebench.models.loading import default_device
 
     fake_gpu(monkeypatch, native_bf16, count)
     if local_rank is None:
@@ -461,7 +463,7 @@ def test_default_device_respects_local_rank(monkeypatch, native_bf16, count, loc
 def test_each_rank_loads_4bit_on_its_own_gpu(monkeypatch):
     """models.load_kwargs / models.load_causal_lm place the quantized model on
     default_device(): under accelerate launch, rank 1 on cuda:1, not every rank on cuda:0."""
-    from tunebench.models import ModelSpec, load_kwargs
+    from tunebench.models.loading import ModelSpec, load_kwargs
 
     fake_gpu(monkeypatch, True, count=2)
     monkeypatch.setenv("LOCAL_RANK", "1")
@@ -531,7 +533,8 @@ def test_dvc_repro_dry_of_the_paper_profile(tmp_path, mirror_dir):
         dest = make_project(tmp_path / variant, mirror_dir)
         shutil.copytree(REPO_ROOT / "configs", dest / "configs")  # make_project copies profiles
         env = project_env(mirror_dir)
-        run([sys.executable, "-m", "tunebench.profile", "apply", "paper", variant], dest, env)
+        run([sys.executable, "-m", "tunebench.running.profile", "apply", "paper", variant], dest,
+            env)
         placeholder_outputs(dest)
         out = run(["dvc", "repro", "--dry"], dest, env)
         params = yaml.safe_load((dest / "params.yaml").read_text())

@@ -1,8 +1,8 @@
-"""tunebench.provenance: what every result records about its software and hardware."""
+"""tunebench.running.provenance: what every result records about its software and hardware."""
 
 from pathlib import Path
 
-from tunebench.provenance import hardware, package_versions
+from tunebench.running.provenance import hardware, package_versions
 
 
 def test_package_versions_name_python_and_the_pinned_stack():

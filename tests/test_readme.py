@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from tests.test_report import record, summarization_record
-from tunebench.readme import BEGIN, END, main, replace_section, results_section
+from tunebench.running.readme import BEGIN, END, main, replace_section, results_section
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_committed_readme_agrees_with_committed_metrics() -> None:
-    """Fails when metrics/datasets/*.json changed and `python -m tunebench.readme` (run by
+    """Fails when metrics/datasets/*.json changed and `python -m tunebench.running.readme` (run by
     `make bench`) was not."""
-    done = subprocess.run([sys.executable, "-m", "tunebench.readme", "--check"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "tunebench.running.readme", "--check"], cwd=REPO,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -59,7 +59,7 @@ def test_markers_are_required_once() -> None:
 
 
 def test_base_loglik_column_takes_the_selected_variant() -> None:
-    from tunebench.readme import selected_loglik
+    from tunebench.running.readme import selected_loglik
 
     def system(kind, selected=None):
         meta = {} if selected is None else {"loglik_selected": selected}

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunebench.io import DataError
-from tunebench.report import (
+from tunebench.evaluation.report import (
     SUMMARIZATION_CSV_FIELDS,
     best_floor,
     boxplot_links,
@@ -30,7 +29,8 @@ from tunebench.report import (
     timings_summary,
     verdicts,
 )
-from tunebench.score import score_dataset, split_timings
+from tunebench.evaluation.score import score_dataset, split_timings
+from tunebench.io import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "neutral", "positive"]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.test_bad_inputs import Toy
-from tunebench.models import ModelSpec, _hub_kwargs, load_causal_lm
+from tunebench.models.loading import ModelSpec, _hub_kwargs, load_causal_lm
 
 REPO = Path(__file__).resolve().parents[1]
 

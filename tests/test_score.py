@@ -1,4 +1,5 @@
-"""Tests for tunebench.score and the `score` stage on small hand-made prediction files."""
+"""Tests for tunebench.evaluation.score and the `score` stage on small hand-made prediction
+files."""
 
 import json
 import re
@@ -9,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from tunebench.config import ConfigError
-from tunebench.io import DataError, sha256_file, write_json, write_jsonl
-from tunebench.metrics import classification_metrics
-from tunebench.score import (
+from tunebench.evaluation.metrics import classification_metrics
+from tunebench.evaluation.score import (
     ci_method_param,
     compare_with,
     index_predictions,
@@ -20,6 +20,7 @@ from tunebench.score import (
     score_dataset,
     split_timings,
 )
+from tunebench.io import DataError, sha256_file, write_json, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "neutral", "positive"]

@@ -1,4 +1,4 @@
-"""`make bench DATASETS=...`: the dvc targets tunebench.subset names, and the Makefile's use
+"""`make bench DATASETS=...`: the dvc targets tunebench.running.subset names, and the Makefile's use
 of them (run with a fake python and a fake dvc, so no stage runs)."""
 
 import os
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tunebench.config import ConfigError
-from tunebench.params import load_params
-from tunebench.subset import main, parse_names, run_companions, subset_targets
+from tunebench.running.params import load_params
+from tunebench.running.subset import main, parse_names, run_companions, subset_targets
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = load_params(REPO / "params.yaml")
@@ -48,13 +48,13 @@ def test_cli_prints_targets_and_fails_with_status_2(capsys):
 
 
 def _fake_tools(tmp_path: Path) -> tuple[Path, Path]:
-    """A python that runs tunebench.subset for real and logs any other call, and a dvc that
+    """A python that runs tunebench.running.subset for real and logs any other call, and a dvc that
     logs; returns (bin folder, log)."""
     log, bin_dir = tmp_path / "log", tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python").write_text(
         "#!/bin/sh\n"
-        f'if [ "$1 $2" = "-m tunebench.subset" ]; then exec {sys.executable} "$@"; fi\n'
+        f'if [ "$1 $2" = "-m tunebench.running.subset" ]; then exec {sys.executable} "$@"; fi\n'
         f'echo "python $*" >> {log}\n')
     (bin_dir / "dvc").write_text(f'#!/bin/sh\necho "dvc $*" >> {log}\n')
     for tool in bin_dir.iterdir():
@@ -77,14 +77,14 @@ def _make_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess
 def test_make_bench_datasets_repros_their_stages_then_the_report_alone(tmp_path):
     result, calls = _make_bench(tmp_path, "DATASETS=fpb,tfns")
     assert result.returncode == 0, result.stderr
-    assert calls == ["python -m tunebench.budget -- score@fpb score@tfns",
-                     "dvc repro --single-item report", "python -m tunebench.readme"]
+    assert calls == ["python -m tunebench.running.budget -- score@fpb score@tfns",
+                     "dvc repro --single-item report", "python -m tunebench.running.readme"]
 
 
 def test_make_bench_without_datasets_runs_the_whole_dag(tmp_path):
     result, calls = _make_bench(tmp_path)
     assert result.returncode == 0, result.stderr
-    assert calls == ["python -m tunebench.budget", "python -m tunebench.readme"]
+    assert calls == ["python -m tunebench.running.budget", "python -m tunebench.running.readme"]
 
 
 def test_make_bench_with_an_unknown_dataset_runs_nothing(tmp_path):

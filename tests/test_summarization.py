@@ -6,7 +6,7 @@ import math
 import pytest
 
 from tests.fixtures import minilm_dir
-from tunebench.summarization import (
+from tunebench.evaluation.summarization import (
     REFERENCE_COMBINATION,
     bertscore_f1,
     plot_boxplots,

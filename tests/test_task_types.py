@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from tunebench.baselines import lead, run_lead
 from tunebench.config import ConfigError
-from tunebench.instructions import format_instructions, seeded_sample
+from tunebench.data.format_instructions import format_instructions, seeded_sample
+from tunebench.data.label_transform import label_split
+from tunebench.data.tasks import load_task
+from tunebench.evaluation.baselines import lead, run_lead
+from tunebench.evaluation.summarization import compare_systems, paired_difference
 from tunebench.io import DataError
-from tunebench.label_transform import label_split
-from tunebench.summarization import compare_systems, paired_difference
-from tunebench.tasks import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "tasks"
@@ -29,7 +29,7 @@ def test_summarization_task_files_use_the_published_prompts():
     xsum, dialogsum = load_task(TASKS / "xsum.yaml"), load_task(TASKS / "dialogsum.yaml")
     assert xsum.type == dialogsum.type == "summarization"
     assert xsum.labels == () and xsum.label is None
-    from tunebench.tasks import render_prompt
+    from tunebench.data.tasks import render_prompt
 
     assert render_prompt(xsum, {"text": "DOC"}) == \
         "Summarize the following document:\n\nDOC\n\n Summary:"
@@ -179,7 +179,7 @@ def _systems(predictions: dict[str, list[str]], ids, refs):
 
 
 def test_score_summaries_end_to_end_with_a_tiny_encoder(bert_dir):
-    from tunebench.score import score_summaries
+    from tunebench.evaluation.score import score_summaries
 
     ids = ["a", "b"]
     refs = [["the film was wonderful"], ["a fire broke out in the city", "the police closed"]]
@@ -204,7 +204,7 @@ def test_score_summaries_end_to_end_with_a_tiny_encoder(bert_dir):
 
 
 def test_score_summaries_refuses_a_missing_example(bert_dir):
-    from tunebench.score import score_summaries
+    from tunebench.evaluation.score import score_summaries
 
     refs = [["one"], ["two"]]
     test_rows = [{"id": i, "completion": r[0], "references": r}

@@ -1,5 +1,5 @@
-"""docs/tasks.md against the task loader: the key list (tunebench/taskkeys.py) must be what
-tunebench/tasks.py accepts, section by section, and the committed document must be current."""
+"""docs/tasks.md against the task loader: the key list (tunebench/data/taskkeys.py) must be what
+tunebench/data/tasks.py accepts, section by section, and the committed document must be current."""
 
 import ast
 import dataclasses
@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tunebench import params as params_module
-from tunebench import tasks as tasks_module
 from tunebench.config import ConfigError
-from tunebench.params import load_params
-from tunebench.taskdoc import (
+from tunebench.data import tasks as tasks_module
+from tunebench.data.taskdoc import (
     flow,
     key_for,
     main,
@@ -22,8 +20,10 @@ from tunebench.taskdoc import (
     split_path,
     undocumented,
 )
-from tunebench.taskkeys import ALWAYS, DATASET_PARAMS, RUN_PARAMS, SECTIONS, UNSET
-from tunebench.tasks import TASK_KEYS, load_task
+from tunebench.data.taskkeys import ALWAYS, DATASET_PARAMS, RUN_PARAMS, SECTIONS, UNSET
+from tunebench.data.tasks import TASK_KEYS, load_task
+from tunebench.running import params as params_module
+from tunebench.running.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "tasks"
@@ -64,7 +64,7 @@ def _key_set(node: ast.expr) -> frozenset[str]:
 
 def loader_key_sets() -> list[tuple[int, frozenset[str], tuple[str, ...] | None]]:
     """(line, allowed keys, required keys or None when not a literal) of every check_keys
-    call in tunebench/tasks.py."""
+    call in tunebench/data/tasks.py."""
     tree = ast.parse(Path(tasks_module.__file__).read_text(encoding="utf-8"))
     out = []
     for node in ast.walk(tree):
@@ -99,7 +99,7 @@ def test_every_key_set_the_loader_checks_is_one_documented_section():
     for line, allowed, required in found:
         section = doc.get(allowed)
         assert section is not None, (f"tasks.py:{line} accepts {sorted(allowed)}, which no "
-                                     f"section of tunebench/taskkeys.py lists exactly")
+                                     f"section of tunebench/data/taskkeys.py lists exactly")
         if required is not None:
             listed = {k.name for k in section.keys if k.required == ALWAYS}
             assert listed == set(required), (section.path, line)
@@ -225,7 +225,7 @@ def test_check_fails_on_a_stale_file_and_writing_fixes_it(tmp_path, capsys):
     assert "is missing" in capsys.readouterr().err
     out.write_text(render(TASKS).replace("| `where` |", "| `wher` |"), encoding="utf-8")
     assert main(["--check", "--out", str(out), "--tasks", str(TASKS)]) == 1
-    assert "out of date: run `python -m tunebench.taskdoc`" in capsys.readouterr().err
+    assert "out of date: run `python -m tunebench.data.taskdoc`" in capsys.readouterr().err
     assert main(["--out", str(out), "--tasks", str(TASKS)]) == 0
     assert out.read_text(encoding="utf-8") == render(TASKS)
     assert main(["--check", "--out", str(out), "--tasks", str(TASKS)]) == 0
@@ -236,4 +236,5 @@ def test_help_explains_itself(capsys):
         main(["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    assert "python -m tunebench.taskdoc" in text and "docs/tasks.md" in text and "--check" in text
+    assert "python -m tunebench.data.taskdoc" in text
+    assert "docs/tasks.md" in text and "--check" in text

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from tunebench.config import ConfigError
-from tunebench.label_transform import apply_label_rule
-from tunebench.tasks import list_tasks, load_task, render_prompt
+from tunebench.data.label_transform import apply_label_rule
+from tunebench.data.tasks import list_tasks, load_task, render_prompt
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 ALL_TASKS = list_tasks(TASKS)
@@ -178,7 +178,7 @@ def test_list_where_a_mapping_belongs_is_an_error_not_a_crash(tmp_path):
 
 
 def test_params_section_written_as_a_list_is_an_error():
-    from tunebench.params import dataset_entry
+    from tunebench.running.params import dataset_entry
 
     with pytest.raises(ConfigError, match=r"params.yaml: datasets: expected a mapping, got list"):
         dataset_entry({"datasets": ["fpb"], "format_instructions": {"seed": 1}}, "fpb")

@@ -1,12 +1,12 @@
-"""tunebench.tradeoff: the training-size / test-size trade-off record (stages faked)."""
+"""tunebench.running.tradeoff: the training-size / test-size trade-off record (stages faked)."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from tunebench import tradeoff
 from tunebench.io import DataError, write_json, write_jsonl
+from tunebench.running import tradeoff
 
 LABELS = ["negative", "neutral", "positive"]
 PARAMS = {"datasets": {"a": {"run": "r", "caps": {"train": 8, "test": 40}},

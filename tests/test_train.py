@@ -1,20 +1,21 @@
 """Completion-only tokenization, dynamic padding, config validation, a real QLoRA run, and
 validation: loss per epoch, selection of the best epoch, also across an interrupted run."""
 
+import json
 import math
 import os
 import signal
 
 import pytest
 
-import tunebench.causal as causal_module
-import tunebench.train as train_module
-from tunebench.causal import CompletionCollator, PackedCollator, tokenize_example, train_lora
-from tunebench.engine import fingerprint
-from tunebench.engine import training_args as _training_args
+import tunebench.models.causal as causal_module
+import tunebench.models.train_qlora as train_module
 from tunebench.io import Interrupted
-from tunebench.models import ModelSpec, apply_prompt_format, load_causal_lm, load_tokenizer
-from tunebench.train import IGNORE_INDEX, TrainConfig, pad_rows, reject_packing
+from tunebench.models.causal import CompletionCollator, PackedCollator, tokenize_example, train_lora
+from tunebench.models.engine import fingerprint
+from tunebench.models.engine import training_args as _training_args
+from tunebench.models.loading import ModelSpec, apply_prompt_format, load_causal_lm, load_tokenizer
+from tunebench.models.train_qlora import IGNORE_INDEX, TrainConfig, pad_rows, reject_packing
 
 PROMPT = ("Instruction: What is the sentiment of this news? Please choose an answer from "
           "{negative/neutral/positive}.\nInput: Profit rose 12 percent.\nAnswer: ")
@@ -139,7 +140,7 @@ def test_packing_is_refused_outside_causal_lms():
 
 
 def test_qlora_train_save_reload_generate(tiny_model_dir, tmp_path):
-    from tunebench.generate import generate
+    from tunebench.models.generate import generate
 
     spec = ModelSpec.from_params("tiny", {"source": "local", "path": str(tiny_model_dir),
                                           "load_in_4bit": True, "chat_template": True})
@@ -150,6 +151,10 @@ def test_qlora_train_save_reload_generate(tiny_model_dir, tmp_path):
                          log=logged.append)
     files = sorted(p.name for p in (tmp_path / "adapter").iterdir())
     assert files == ["adapter_config.json", "adapter_model.safetensors"]
+    # Byte-stable: peft keeps target_modules in a set; the saved list is sorted.
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert len(saved["target_modules"]) > 1
+    assert saved["target_modules"] == sorted(saved["target_modules"])
     assert metrics["steps"] == 3 and len(metrics["loss_curve"]) == 3 and logged
     assert logged[0].keys() == {"step", "loss", "learning_rate"}
     assert math.isfinite(metrics["train_loss"]) and metrics["train_loss"] > 0
@@ -363,7 +368,7 @@ def test_completion_loss_equals_full_logit_loss(tiny_model_dir, tokenizer, packe
     labelled tokens, or sum / num_items_in_batch) and the same gradients."""
     import torch
 
-    from tunebench.causal import completion_loss
+    from tunebench.models.causal import completion_loss
 
     spec = ModelSpec.from_params("tiny", {"source": "local", "path": str(tiny_model_dir)})
     model = load_causal_lm(spec, str(tiny_model_dir), quantize=False)

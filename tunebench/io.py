@@ -108,9 +108,10 @@ def read_parquet(path: Path, columns: Iterable[str] | None = None):
     return _check_columns(path, df, columns)
 
 
-def read_csv(path: Path, columns: Iterable[str] | None = None):
-    """Read a CSV file (UTF-8, header row) into pandas. Bad bytes, an unterminated quote or a
-    row with another number of fields than the header is named by its line."""
+def read_csv(path: Path, columns: Iterable[str] | None = None, sep: str = ","):
+    """Read a CSV file (UTF-8, header row; `sep="\t"`: TSV) into pandas. Bad bytes, an
+    unterminated quote or a row with another number of fields than the header is named by its
+    line."""
     import csv
     import io
 
@@ -125,7 +126,7 @@ def read_csv(path: Path, columns: Iterable[str] | None = None):
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte {data[exc.start]:#04x})") from None
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=sep)
     try:
         header = next(reader, None)
         if not header:
@@ -136,23 +137,23 @@ def read_csv(path: Path, columns: Iterable[str] | None = None):
                                 f"has {len(header)} (a truncated or corrupt row?)")
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: not valid CSV: {exc}") from None
-    df = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
+    df = pd.read_csv(io.StringIO(text), sep=sep, keep_default_na=False, na_values=[""])
     return _check_columns(path, df, columns)
 
 
 def read_table(path: Path, columns: Iterable[str] | None = None):
-    """A parquet, CSV or JSON Lines file as a DataFrame, by extension, with named errors."""
+    """A parquet, CSV, TSV or JSON Lines file as a DataFrame, by extension, with named errors."""
     import pandas as pd
 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return read_parquet(path, columns)
-    if suffix == ".csv":
-        return read_csv(path, columns)
+    if suffix in (".csv", ".tsv"):
+        return read_csv(path, columns, sep="\t" if suffix == ".tsv" else ",")
     if suffix == ".jsonl":
         return _check_columns(path, pd.DataFrame(read_jsonl(path)), columns)
-    raise DataError(f"{path}: unsupported file type {suffix!r} (parquet, csv or jsonl)")
+    raise DataError(f"{path}: unsupported file type {suffix!r} (parquet, csv, tsv or jsonl)")
 
 
 def _check_columns(path: Path, df, columns: Iterable[str] | None):

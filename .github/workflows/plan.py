@@ -7,7 +7,7 @@ variants (or the one asked for). Needs only PyYAML.
 import json
 import sys
 
-from tunebench.profile import runnable
+from tunebench.running.profile import runnable
 
 
 def plan(event: str, wanted: str) -> list[dict[str, str]]:
