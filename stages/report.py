@@ -1,23 +1,23 @@
 """report: summary table, Markdown report and plots over every dataset's scores.
 
-Reads the --metrics files written by `score` (one per dataset) and, optionally, the
---train metrics of the fine-tuning runs (the DVCLive folder metrics/train/<run> or its
-metrics.json; a plain <run>.json also works) and the --timings files written by `score`
-(metrics/timings/datasets/<dataset>.json). Writes into --out-dir: summary.json (dataset ->
-system -> metrics, both record types; no timings), summary.csv (one row per classification
-dataset x system), summary_summarization.csv (one row per summarization dataset x system x
-metric; only a header when there is none), verdicts.json (tuned vs base and vs the best
-floor per classification dataset: weighted-F1 differences with paired CIs, McNemar and Holm
-p-values), timings/summary.json (the speed columns' source: seconds and examples/s per
-system, the fine-tuning runs' wall time, tokens/s, peak memory), report.md,
-plots/f1_weighted.png and
-plots/confusion_<dataset>_<system>.png for the base and tuned systems of the classification
-datasets; report.md ends with the deviations of --params from the published recipes
-(tunebench.evaluation.deviations). A smoke profile's run (--params marked `profile.smoke`, e.g.
-`make bench-quick`) opens report.md with a line saying so and adds `smoke` to
-verdicts.json. Image links in report.md are relative to it; a summarization record's box
-plot (figures.boxplot, relative to the working directory) is linked where it is, or named
-as missing.
+Reads the --metrics files written by `score` (one per dataset) and, optionally, the --train
+metrics of the fine-tuning runs (the DVCLive folder metrics/train/<run> or its metrics.json;
+a plain <run>.json also works) and the --timings files written by `score`
+(metrics/timings/datasets/<dataset>.json), and the --labeled summaries of label-transform
+(data/labeled/<dataset>/summary.json: the data checks section). Writes into --out-dir:
+summary.json (dataset -> system -> metrics, both record types; no timings), summary.csv (one
+row per classification dataset x system), summary_summarization.csv (one row per
+summarization dataset x system x metric; only a header when there is none), verdicts.json
+(tuned vs base and vs the best floor per classification dataset: weighted-F1 differences
+with paired CIs, McNemar and Holm p-values), timings/summary.json (the speed columns'
+source: seconds and examples/s per system, the fine-tuning runs' wall time, tokens/s, peak
+memory), report.md, plots/f1_weighted.png and plots/confusion_<dataset>_<system>.png for the
+base and tuned systems of the classification datasets; report.md ends with the deviations of
+--params from the published recipes (tunebench.evaluation.deviations). A smoke profile's run
+(--params marked `profile.smoke`, e.g. `make bench-quick`) opens report.md with a line
+saying so and adds `smoke` to verdicts.json. Image links in report.md are relative to it; a
+summarization record's box plot (figures.boxplot, relative to the working directory) is
+linked where it is, or named as missing.
 """
 
 from pathlib import Path
@@ -55,6 +55,9 @@ def main() -> None:
                         "their metrics.json, or <run>.json files")
     p.add_argument("--timings", type=Path, nargs="*", default=[],
                    help="timings files from score (metrics/timings/datasets/<dataset>.json)")
+    p.add_argument("--labeled", type=Path, nargs="*", default=[],
+                   help="label-transform summaries (data/labeled/<dataset>/summary.json): "
+                        "the report's data checks (quarantine, test texts also in train)")
     p.add_argument("--out-dir", type=Path, required=True, help="folder to write into")
     args = p.parse_args()
     params = load_params(args.params)
@@ -77,7 +80,8 @@ def main() -> None:
                summary_csv(sum_rows, SUMMARIZATION_CSV_FIELDS))
     confusion, f1_plot = write_plots(records, args.out_dir)
     boxplots = boxplot_links(records, args.out_dir)
-    text = render_report(records, train, confusion, f1_plot, boxplots)
+    labeled = {path.parent.name: read_json(path) for path in args.labeled}
+    text = render_report(records, train, confusion, f1_plot, boxplots, labeled)
     text = (smoke_banner(smoke) if smoke else "") + text
     text += "\n" + report_section(params, load_presets()) + "\n"
     write_text(args.out_dir / "report.md", text)

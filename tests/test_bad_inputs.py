@@ -445,3 +445,13 @@ def test_an_overrides_typo_is_blamed_on_the_params_entry(toy):
     toy.params(datasets={"toy": {"run": "toy", "overrides": {"label": {"feild": "label"}}}})
     one_line_error(*toy.fetch(), "unknown key 'feild'",
                    "merged with", "params.yaml: datasets.toy.overrides")
+
+
+def test_appended_duplicate_rows_are_counted_not_silent(toy):
+    """Ten copies of one row (same text, same label) appended to train: ids are positional, so
+    the id check cannot see them; label-transform counts them, and the report shows it."""
+    toy.files(train=TRAIN + "Shares rose,pos\n" * 10 + "SHARES  rose,neg\n")
+    assert toy.fetch()[0] == 0 and toy.label()[0] == 0
+    train = toy.summary()["splits"]["train"]
+    assert (train["duplicate_rows"], train["repeated_texts"]) == (10, 11)
+    assert toy.summary()["splits"]["test"]["duplicate_rows"] == 0

@@ -109,12 +109,14 @@ def test_cpu_default_fingpt_departs_from_the_benchmark_recipe():
     rows = table(BASE, "fingpt")
     assert list(rows) == ROWS
     expected = {"warmup": "yes", "weight_decay": "yes", "lora_r": "yes", "metric": "yes",
-                "learning_rate": "no", "epochs": "no", "lora_targets": "no", "parser": "no",
+                "learning_rate": "no", "epochs": "no", "lora_targets": "no", "parser": "yes",
                 "validation": "no", "test_split": "no", "precision": "no",
                 "prompt_loss": "not expressible", "over_length": "not expressible",
                 "train_data": "unknown"}
     assert {k: rows[k].match for k in expected} == expected
     assert rows["learning_rate"].here == "0.0002"
+    # Strict parsing, and score reads the same stored answers with FinGPT's rule too.
+    assert rows["parser"].here.startswith("strict; the same answers also read by fingpt")
     assert rows["prompt_loss"].how.startswith("missing: ")
 
 
@@ -150,7 +152,6 @@ def _fp16(p):
     ("lora_targets", _set_targets, "q_proj, k_proj, v_proj"),
     ("effective_batch", _set_batch, "4 × 8 × 4 processes = 128"),
     ("validation", _hold_out, "fpb 20% of train held out"),
-    ("parser", _set_parser, "fingpt"),
     ("precision", _fp16, "float16 weights, no quantization"),
 ])
 def test_a_params_change_moves_its_row(setting, change, here):
@@ -164,21 +165,30 @@ def test_a_params_change_moves_its_row(setting, change, here):
         k: r for k, r in before.items() if k != setting}
 
 
+def test_parsing_with_fingpts_rule_alone_moves_the_parser_row():
+    params = copy.deepcopy(BASE)
+    _set_parser(params)
+    before, after = table(BASE, "fingpt")["parser"], table(params, "fingpt")["parser"]
+    assert (before.match, after.match) == ("yes", "yes") and after.here == "fingpt"
+    assert before.here != after.here
+
+
 def test_paper_fingpt_follows_v33_where_the_code_can():
     params = paper("mistral7b-fingpt")
     assert params["recipes"]["fingpt"] == "fingpt-v3.3"
     rows = table(params, "fingpt")
     yes = {"prompt_format", "epochs", "learning_rate", "weight_decay", "effective_batch",
-           "lora_targets", "lora_r", "lora_alpha", "lora_dropout", "max_seq_len", "metric"}
+           "lora_targets", "lora_r", "lora_alpha", "lora_dropout", "max_seq_len", "metric",
+           "parser"}
     not_expressible = {"base_model", "warmup", "precision", "prompt_loss", "over_length",
                        "label_targets"}
     assert {k for k, r in rows.items() if r.match == "yes"} == yes
     assert {k for k, r in rows.items() if r.match == "not expressible"} == not_expressible
-    # Kept: strict parsing (until both parsers are scored from the stored answers); the
-    # mirror's FiQA-SA and NWGI splits are not FinGPT's.
+    # Strict parsing, with FinGPT's rule read from the same answers (so: yes); the mirror's
+    # FiQA-SA and NWGI splits are not FinGPT's.
     assert {k: r.match for k, r in rows.items() if k in ("parser", "train_data", "test_split",
                                                           "validation")} == {
-        "parser": "no", "train_data": "no", "test_split": "no", "validation": "unknown"}
+        "parser": "yes", "train_data": "no", "test_split": "no", "validation": "unknown"}
     hub = copy.deepcopy(params)
     hub["fetch"]["mirror"] = None  # FinGPT's own splits and training rows, from the Hub
     assert {k: r.match for k, r in table(hub, "fingpt").items()

@@ -289,8 +289,12 @@ def test_distilbert_imdb_settings():
     assert run["mixture"] == {"imdb": 1} and run["model"] == "distilbert"
     spec = run_model(params, "imdb")
     assert (spec.id, spec.family, spec.lora_targets, spec.source) == (
-        "distilbert-base-uncased", "encoder_cls", ("q_lin", "v_lin"), "hub")
+        "distilbert-base-uncased", "encoder_cls", ("q_lin",), "hub")
     assert SHA.fullmatch(spec.revision)
+    # The published settings (issue 16): LoRA on q_lin, alpha 16, dropout 0.05, lr 1e-3, 10 epochs.
+    assert {k: run["train_qlora"][k] for k in ("learning_rate", "epochs", "lora_alpha",
+                                                 "lora_dropout")} == {
+        "learning_rate": 0.001, "epochs": 10, "lora_alpha": 16, "lora_dropout": 0.05}
     assert run["zero_shot"] == {"model": "mistral7b", "modes": ["generate", "loglik"]}
     llm = model_spec(params, run["zero_shot"]["model"])
     assert (llm.id, llm.family) == ("mistralai/Mistral-7B-v0.1", "causal_lm")

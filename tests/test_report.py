@@ -20,6 +20,7 @@ from tunebench.evaluation.report import (
     holm,
     merge_timings,
     ordered_systems,
+    published_table,
     read_records,
     render_report,
     summarization_rows,
@@ -457,3 +458,61 @@ def test_cli_reads_timings_and_writes_verdicts(records, tmp_path: Path) -> None:
     assert "examples_per_s" not in (out / "summary.json").read_text(encoding="utf-8")
     judged = json.loads((out / "verdicts.json").read_text(encoding="utf-8"))
     assert judged["datasets"]["alpha"]["vs_base"]["verdict"].startswith("tuned ")
+
+
+def test_published_figures_sit_beside_ours_read_both_ways() -> None:
+    """FinGPT's figures were parsed by its lenient rule: the table gives ours as parsed and as
+    that rule reads the same stored answers (every INVALID here becomes neutral)."""
+    generated = {"mode": "generate"}
+    rec = record("alpha", 9, systems=[("tuned", "tuned", 9, MODEL, generated),
+                                      ("base", "base", 4, MODEL, generated)])
+    lenient = rec["reparsed"]["fingpt"]
+    # Every raw answer is "r", which FinGPT's rule reads as neutral: no INVALID is left, and
+    # base's 4 right answers (neg, neu, pos, neg) plus its 8 INVALID become neutral: 11 change.
+    assert lenient["base"]["invalid_rate"] == 0.0 < rec["systems"]["base"]["invalid_rate"]
+    assert lenient["base"]["answers_changed"] == 11
+    table = published_table(rec)
+    assert "our f1_weighted, FinGPT's parser" in table.splitlines()[0]
+    row = next(line for line in table.splitlines() if line.startswith("| FinGPT v3.3"))
+    assert row.rstrip(" |").endswith(fmt(lenient["tuned"]["f1_weighted"]))
+    text = render_report([rec], {}, {}, None)
+    assert "read by FinGPT's lenient parser" in text
+    assert f"base weighted F1 {fmt(lenient['base']['f1_weighted'])}" in text
+    plain = record("beta", 9)  # no generated systems: the table keeps its columns
+    assert "FinGPT's parser" not in published_table(plain)
+
+
+def test_data_checks_section_reports_quarantine_and_leakage() -> None:
+    labeled = {"fpb": {"rows_in": 4846, "quarantined": 0, "quarantined_share": 0.0,
+                       "max_quarantine_share": 0.01, "test_texts_in_train": 5,
+                       "test_texts_in_train_share": 5 / 1212, "max_leakage_share": 0.025,
+                       "splits": {"train": {"duplicate_rows": 1, "repeated_texts": 2},
+                                  "test": {"duplicate_rows": 0, "repeated_texts": 1}},
+                       "source": {"source": "mirror", "mirror_dir": "fpb", "splits": {
+                           "train": {"file": "train.parquet"},
+                           "test": {"file": "test.parquet"}}}},
+               "mine": {"rows_in": 30, "quarantined": 1, "quarantined_share": 1 / 30,
+                        "max_quarantine_share": 0.05, "test_texts_in_train": 0,
+                        "test_texts_in_train_share": 0.0, "max_leakage_share": 0.025,
+                        "resplit": {"groups": {"train": 8, "test": 2}},
+                        "source": {"source": "hub", "id": "org/mine", "commit": "abcdef0123",
+                                   "unpinned": True,
+                                   "splits": {"all": {"hub_splits": ["train"]}}}}}
+    text = render_report([record("alpha", 9)], {}, {}, None, labeled=labeled)
+    assert "## Data checks" in text
+    assert ("| fpb | mirror fpb/: test=test.parquet, train=train.parquet | 4,846 | 1 / 3 | "
+            "0 (0.00%; limit 1.00%) | 5 (0.41%; limit 2.50%) | – |") in text
+    assert ("| mine | hub org/mine@abcdef0 **unpinned**: all=train | 30 | – | 1 (3.33%; "
+            "limit 5.00%) | 0 (0.00%; limit 2.50%) | 8 / 2 |") in text
+    assert "## Data checks" not in render_report([record("alpha", 9)], {}, {}, None)
+
+
+def test_a_published_binary_f1_is_set_beside_our_f1_of_that_class() -> None:
+    published = [{"system": "distilbert + LoRA", "kind": "tuned", "f1_binary": 0.892,
+                  "positive": "positive"}]
+    rec = record("imdb", 9, published=published)
+    table = published_table(rec)
+    assert "their f1_binary" in table and "our f1_binary" in table
+    ours = rec["systems"]["tuned"]["per_class"]["positive"]["f1"]
+    row = table.splitlines()[-1]
+    assert "0.892" in row and row.rstrip(" |").endswith(fmt(ours))

@@ -79,3 +79,39 @@ def test_hub_token_is_never_printed_or_written(tmp_path, capsys, monkeypatch):
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".jsonl", ".parquet"):
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_bertscore_encoder_with_pickled_weights_only_is_refused(tmp_path, monkeypatch):
+    """score's BERTScore encoder: a hub snapshot is fetched without pickles (allow_patterns),
+    and a folder holding only pickled weights is refused before bert-score unpickles them."""
+    import huggingface_hub
+
+    from tunebench.evaluation.score import (
+        SAFE_SNAPSHOT_FILES,
+        bertscore_settings,
+        check_safetensors,
+    )
+    from tunebench.io import DataError
+
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(DataError, match=r"only pickled weights \(pytorch_model.bin\)"):
+        check_safetensors(folder, "where")
+    (folder / "model.safetensors").write_bytes(b"")
+    check_safetensors(folder, "where")  # safetensors present: transformers loads those
+    seen = {}
+
+    def fake_snapshot(repo_id, revision, allow_patterns):
+        seen["patterns"] = allow_patterns
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    params = {"score": {"bertscore": {"model": "enc", "num_layers": 2}},
+              "models": {"enc": {"source": "hub", "id": "org/enc", "revision": "a" * 40,
+                                 "family": "encoder_cls"}},
+              "paths": {"model_cache": str(tmp_path / "cache")}}
+    assert bertscore_settings(params)["model_dir"] == str(folder)
+    assert seen["patterns"] == SAFE_SNAPSHOT_FILES
+    assert not any("bin" in pattern for pattern in seen["patterns"])

@@ -250,3 +250,37 @@ def test_split_timings_moves_every_timing_field() -> None:
                                        "peak_memory_mb": 5.0, "predict_seconds": 0.2,
                                        "seconds": 0.3}
     assert record["systems"]["b"]["meta"]["seconds"] == 0.3  # the input is left as it was
+
+
+def test_generated_answers_are_also_read_by_fingpts_parser() -> None:
+    """Stored raw answers re-parsed by FinGPT's rule, beside (not among) the systems: the
+    paired tests and their Holm family stay those of the answers as parsed."""
+    base = preds({0, 1}, {2, 3})
+    base[2]["raw"] = "The sentiment is positive, not negative."  # strict: INVALID (two labels)
+    base[3]["raw"] = "I cannot tell."  # strict: INVALID; FinGPT's rule: neutral
+    as_generated = systems(tuned=preds(set(range(10))), base=base)
+    for _rows, m, *_where in as_generated.values():
+        m["mode"] = "generate"
+    record, _ = score_dataset(TASK, TEST_ROWS, as_generated, n_boot=200, seed=0)
+    lenient = record["reparsed"]["fingpt"]
+    assert set(lenient) == {"base", "tuned"} and set(record["systems"]) == {"base", "tuned"}
+    assert set(record["comparisons"]) == {"tuned_vs_base"}
+    # Row 2 (target positive) becomes right, row 3 (target negative) becomes neutral, wrong.
+    assert lenient["base"]["answers_changed"] == 2
+    assert lenient["base"]["accuracy"] == 0.3 and lenient["base"]["invalid_rate"] == 0.0
+    assert lenient["tuned"]["answers_changed"] == 0
+    assert lenient["base"]["parsed_by"] == "task parser" and "ci95" in lenient["base"]
+
+
+def test_reparsing_skips_loglik_systems_and_labels_fingpt_does_not_know() -> None:
+    scored = systems(tuned=preds(set(range(10))))  # no mode: not a generated answer
+    record, _ = score_dataset(TASK, TEST_ROWS, scored, n_boot=50, seed=0)
+    assert "reparsed" not in record
+    task = {**TASK, "labels": ["yes", "no"]}
+    rows = [{"id": f"t{i}", "prompt": "p", "completion": ["yes", "no"][i % 2]} for i in range(4)]
+    generated = [{"id": r["id"], "prompt_sha256": "x", "raw": "yes", "parsed": "yes",
+                  "target": r["completion"]} for r in rows]
+    m = {**meta("tuned", 4), "mode": "generate"}
+    record, _ = score_dataset(task, rows, {"tuned": (generated, m, "t.jsonl", "t.meta.json")},
+                              n_boot=50, seed=0)
+    assert "reparsed" not in record

@@ -44,7 +44,8 @@ def test_imdb_task_maps_the_mirror_labels():
     imdb = load_task(TASKS / "imdb.yaml")
     assert imdb.type == "classification" and imdb.labels == ("negative", "positive")
     assert imdb.label.map == {0: "negative", 1: "positive"}
-    assert {p["f1_weighted"] for p in imdb.published} == {0.657, 0.892}
+    assert {p["f1_binary"] for p in imdb.published} == {0.657, 0.892}  # evaluate's binary f1
+    assert {p["positive"] for p in imdb.published} == {"positive"} and "f1_binary" in imdb.metrics
 
 
 def _write(tmp_path, data):

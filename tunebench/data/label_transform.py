@@ -137,6 +137,19 @@ def canonical_splits(task: Task, raw: dict[str, Any]) -> dict[str, tuple[str, An
     return out
 
 
+def repeats(df, text_field: str) -> dict[str, int]:
+    """Rows that repeat an earlier row of the same split: `duplicate_rows`, equal in every
+    source column (an appended copy: ids are positional, so the id check cannot see it), and
+    `repeated_texts`, the same text once case and spaces are folded (one headline for several
+    companies). Counted in the summary and the report; the rows are kept."""
+    columns = [c for c in df.columns if c != "source_row"]
+    texts = [" ".join(str(t).lower().split()) for t in df[text_field].tolist()]
+    # repr: lists or dicts from JSON Lines are not hashable, and bytes may not be UTF-8
+    as_text = df[columns].map(repr)
+    return {"duplicate_rows": int(as_text.duplicated().sum()) if columns else 0,
+            "repeated_texts": len(texts) - len(set(texts))}
+
+
 def label_split(task: Task, df, split: str, raw_split: str):
     """(kept DataFrame, quarantined rows) for one split. Columns of kept rows: id, text,
     label, then the task's extra fields and prompt-variable source columns."""
@@ -255,6 +268,7 @@ def label_transform(task: Task, raw: dict[str, Any], max_quarantine_share: float
             "label_counts": (dict(sorted(Counter(kept["label"]).items()))
                              if task.type == "classification" else {}),
             "quarantine_reasons": dict(Counter(r["reason"].split(" in ")[0] for r in bad)),
+            **repeats(df, task.text_field),
         }
     check_unique_ids([i for df in splits.values() for i in df["id"]]
                      + [r["id"] for r in quarantine], f"{task.name} (label-transform)")

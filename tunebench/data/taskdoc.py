@@ -286,11 +286,14 @@ runs:
 
 ## Adding a dataset, step by step
 
-1. Put the data where fetch reads it: a Hub dataset (`source.hub`, pinned to a commit), or
-   files in the mirror (`source.mirror`: `<mirror>/<dir>/<file>`, parquet, CSV or JSONL; pin
-   each with `sha256sum`).
-2. Write `tasks/<name>.yaml` (start from the closest shipped file; `include:` a base to share
-   a prompt and label set).
+1. Put the data where fetch reads it: a Hub dataset (`source.hub`, pinned to a commit),
+   files in the mirror (`source.mirror`: `<mirror>/<dir>/<file>`), or your own files in the
+   repository (`source.files`); parquet, CSV, TSV or JSONL. `python -m tunebench.data.pins
+   tasks/<name>.yaml` prints the sha256 pins to paste.
+2. Write `tasks/<name>.yaml`: `python -m tunebench.data.scaffold <file> [--test <file>]
+   --name <name>` shows the columns and label values and writes a draft that loads (guesses
+   marked `# REVIEW`), or start from the closest shipped file (`include:` a base to share a
+   prompt and label set).
 3. Add `datasets.<name>` and a `runs` entry (above) to `params.yaml`.
 4. `make show-prompts TASK=<name>` renders prompts; `pytest tests/test_tasks.py` loads every
    task file and checks its label rule covers every raw value of its mirror files (parquet).

@@ -251,6 +251,11 @@ PROMPT = (
                     "`note` for a remark only."),
                 Key("accuracy", "number", "Published accuracy.", example_from="sarc"),
                 Key("f1_weighted", "number", "Published weighted F1."),
+                Key("f1_binary", "number", "Published F1 of one class (`positive` names it), "
+                    "as `evaluate`'s \"f1\" reports a two-class task; set beside our F1 of "
+                    "that class.", example_from="imdb"),
+                Key("positive", "string (a label)", "The class a published `f1_binary` is "
+                    "the F1 of.", example_from="imdb"),
                 Key("note", "string", "A remark shown in the table."),
             )),
 )

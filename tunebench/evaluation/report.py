@@ -420,7 +420,15 @@ def comparison_lines(record: Mapping, p_holm: Mapping[str, float] | None = None)
     return lines
 
 
-PUBLISHED_METRICS = ("accuracy", "f1_weighted")
+# f1_binary: the F1 of one class (the published entry's `positive`), as `evaluate`'s "f1"
+# reports it for a two-class task; ours is that class's F1 in per_class.
+PUBLISHED_METRICS = ("accuracy", "f1_weighted", "f1_binary")
+
+
+def _ours(system: Mapping, metric: str, pub: Mapping) -> object:
+    if metric == "f1_binary":
+        return ((system.get("per_class") or {}).get(pub.get("positive")) or {}).get("f1")
+    return system.get(metric)
 
 
 def system_of_kind(record: Mapping, kind: object) -> str | None:
@@ -434,18 +442,24 @@ def system_of_kind(record: Mapping, kind: object) -> str | None:
 
 def published_table(record: Mapping) -> str:
     """Published figures (any of PUBLISHED_METRICS, or a note) beside ours for the system of
-    the same kind."""
+    the same kind: as our parser read the answers, and (where score re-parsed them, see
+    score.reparsed) as FinGPT's lenient rule reads the same stored answers, which is how the
+    published FinGPT figures were parsed."""
     pubs = record.get("published") or []
     metrics = [m for m in PUBLISHED_METRICS if any(m in pub for pub in pubs)]
+    lenient = (record.get("reparsed") or {}).get("fingpt") or {}
     rows = []
     for pub in pubs:
         name = system_of_kind(record, pub.get("kind"))
         mine = record["systems"][name] if name else {}
+        theirs = lenient.get(name, {}) if name else {}
         rows.append([str(pub.get("system")), str(pub.get("kind")),
                      *(fmt(pub.get(m)) for m in metrics), str(pub.get("note") or DASH),
-                     name or DASH, *(fmt(mine.get(m)) for m in metrics)])
+                     name or DASH, *(fmt(_ours(mine, m, pub)) for m in metrics),
+                     *((fmt(_ours(theirs, m, pub)) for m in metrics) if lenient else ())])
     header = ["published system", "kind", *(f"their {m}" for m in metrics), "note",
-              f"ours (n = {record['n']})", *(f"our {m}" for m in metrics)]
+              f"ours (n = {record['n']})", *(f"our {m}" for m in metrics),
+              *((f"our {m}, FinGPT's parser" for m in metrics) if lenient else ())]
     return _table(header, rows, right_from=2)
 
 
@@ -506,6 +520,23 @@ def untrained_head_lines(record: Mapping) -> list[str]:
     return ["", *out] if out else []
 
 
+def reparsed_lines(record: Mapping) -> list[str]:
+    """The generated answers parsed again from their stored text by FinGPT's published rule
+    ("positive" anywhere wins, then "negative", anything else is neutral: never INVALID)."""
+    lenient = (record.get("reparsed") or {}).get("fingpt") or {}
+    if not lenient:
+        return []
+    parts = []
+    for name in ordered_systems(lenient):
+        s, ours = lenient[name], record["systems"].get(name, {})
+        parts.append(f"{name} weighted F1 {fmt(s['f1_weighted'])}{_ci(s, 'f1_weighted')} "
+                     f"(as parsed: {fmt(ours.get('f1_weighted'))}; {fmt(s['answers_changed'])} "
+                     f"of {fmt(s['n'])} answers read otherwise)")
+    return ["", "The same stored answers read by FinGPT's lenient parser (the rule behind "
+            "its published figures; an unparseable answer becomes neutral, never INVALID): "
+            + "; ".join(parts) + "."]
+
+
 def dataset_section(record: Mapping, plots: Mapping[str, str],
                     p_holm: Mapping[str, float] | None = None) -> str:
     """One dataset: systems table, paired tests (with Holm p when given), published figures,
@@ -521,6 +552,7 @@ def dataset_section(record: Mapping, plots: Mapping[str, str],
         lines += ["", "Published figures (their models, prompts and test sets differ from ours, "
                   "which are the systems named on the right, scored on the capped sample, so "
                   "the comparison is indicative only):", "", published_table(record)]
+    lines += reparsed_lines(record)
     if record.get("notes"):
         lines += ["", f"> **Note:** {record['notes']}"]
     images = [f"![{ds} {name} confusion]({path})" for (d, name), path in sorted(plots.items())
@@ -655,12 +687,75 @@ def summarization_section(record: Mapping, boxplots: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+def data_checks_section(labeled: Mapping[str, Mapping]) -> str:
+    """label-transform's checks per dataset (its summary.json): rows read, quarantined rows,
+    test texts also in train (case/space-folded) against their limits, and the groups of a
+    grouped resplit. Empty when no summary is given."""
+    if not labeled:
+        return ""
+    rows = []
+    for ds in sorted(labeled):
+        s = labeled[ds]
+        groups = (s.get("resplit") or {}).get("groups")
+        splits = [v for v in (s.get("splits") or {}).values() if isinstance(v, Mapping)]
+        repeated = (f"{fmt(sum(v.get('duplicate_rows', 0) for v in splits))} / "
+                    f"{fmt(sum(v.get('repeated_texts', 0) for v in splits))}"
+                    if any("duplicate_rows" in v for v in splits) else DASH)
+        rows.append([ds, source_text(s.get("source") or {}), fmt(s.get("rows_in")), repeated,
+                     f"{fmt(s.get('quarantined'))} ({_share(s.get('quarantined_share'))}; "
+                     f"limit {_share(s.get('max_quarantine_share'))})",
+                     f"{fmt(s.get('test_texts_in_train'))} "
+                     f"({_share(s.get('test_texts_in_train_share'))}; "
+                     f"limit {_share(s.get('max_leakage_share'))})",
+                     f"{groups['train']} / {groups['test']}" if groups else DASH])
+    return "\n".join([
+        "## Data checks", "",
+        "Where each dataset's splits were read (a Hub source read at a branch rather than its "
+        "pinned commit is marked **unpinned**) and what label-transform found before any "
+        "sampling: rows equal to an earlier row of their split in every column, and rows "
+        "whose text (case- and space-folded) repeats one, both kept and counted; quarantined "
+        "rows (each in `data/labeled/<dataset>/quarantine.jsonl` with its reason) and test "
+        "texts also in train, where a share above its limit stops the stage:", "",
+        _table(["dataset", "read from (raw split = file or hub split)", "rows read",
+                "rows repeating a row / a text of their split", "quarantined",
+                "test texts also in train", "resplit groups train / test"],
+               rows, right_from=2)])
+
+
+def source_text(provenance: Mapping) -> str:
+    """fetch's provenance in a cell: the mirror folder, local files or Hub id and commit, and
+    each raw split's file (or hub splits); `all` is a raw split that resplit divides."""
+    splits = provenance.get("splits") or {}
+
+    def split_part(name: str, info: Mapping) -> str:
+        what = info.get("file") or "+".join(info.get("hub_splits") or []) or DASH
+        return f"{name}={what}"
+
+    parts = ", ".join(split_part(n, i) for n, i in sorted(splits.items()))
+    kind = provenance.get("source")
+    if kind == "hub":
+        commit = provenance.get("commit") or provenance.get("revision") or ""
+        flag = " **unpinned**" if provenance.get("unpinned") else ""
+        return f"hub {provenance.get('id')}@{str(commit)[:7]}{flag}: {parts}"
+    if kind == "mirror":
+        return f"mirror {provenance.get('mirror_dir')}/: {parts}"
+    if kind == "files":
+        return f"local files: {parts}"
+    return parts or DASH
+
+
+def _share(value: object) -> str:
+    return f"{value:.2%}" if isinstance(value, int | float) else DASH
+
+
 def render_report(records: Sequence[Mapping], train: Mapping[str, Mapping],
                   confusion_plots: Mapping[tuple[str, str], str], f1_plot: str | None,
-                  boxplots: Mapping[str, str] | None = None) -> str:
+                  boxplots: Mapping[str, str] | None = None,
+                  labeled: Mapping[str, Mapping] | None = None) -> str:
     """The whole report.md; image paths are used as given (relative to the report).
     `boxplots` maps a summarization dataset to its box-plot link (see boxplot_links); a
-    record whose figure is not in it gets the path as text, marked missing."""
+    record whose figure is not in it gets the path as text, marked missing. `labeled` maps a
+    dataset to label-transform's summary (the data checks section)."""
     parts = ["# tunebench report", "",
              "QLoRA fine-tuning (`tuned`) vs prompting the same un-tuned model (`base`), with "
              "majority-class and TF-IDF + logistic regression baselines trained on the same "
@@ -683,6 +778,9 @@ def render_report(records: Sequence[Mapping], train: Mapping[str, Mapping],
         parts += ["", summarization_section(r, boxplots or {})
                   if record_type(r) == "summarization"
                   else dataset_section(r, confusion_plots, p_holm)]
+    checks = data_checks_section(labeled or {})
+    if checks:
+        parts += ["", checks]
     packages = (records[0].get("packages") if records else None) or {}
     if packages:
         parts += ["", "Scored with " + ", ".join(f"{k} {v}" for k, v in sorted(packages.items())

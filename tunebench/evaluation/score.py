@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tunebench.evaluation.metrics import (
@@ -21,7 +22,7 @@ from tunebench.evaluation.metrics import (
     mcnemar,
     paired_bootstrap_diff,
 )
-from tunebench.evaluation.parsing import INVALID
+from tunebench.evaluation.parsing import INVALID, get_parser
 from tunebench.io import DataError
 from tunebench.running.provenance import package_versions as _shared_versions
 
@@ -202,6 +203,50 @@ def round_floats(value: Any, digits: int = SIGNIFICANT) -> Any:
     return value
 
 
+# Published comparisons were parsed by their authors' rule; each generated answer is parsed
+# again from its stored raw text by these too (no new generation), to compare like with like.
+REPARSE = ("fingpt",)
+
+
+def reparse_applies(parser: str, labels: Sequence[str]) -> bool:
+    """Whether score re-reads answers with `parser` (one of REPARSE) for these labels: FinGPT's
+    rule knows only negative/neutral/positive and refuses others."""
+    if parser not in REPARSE:
+        return False
+    try:
+        get_parser(parser)("", labels)
+    except ValueError:
+        return False
+    return True
+
+
+def reparsed(indexed: Mapping[str, Mapping[str, Mapping]], metas: Mapping[str, Mapping],
+             ids: Sequence[str], labels: Sequence[str], n_boot: int, seed: int,
+             ci_method: str = CI_METHOD) -> dict[str, dict]:
+    """{parser: {system: metrics}} for every generated system (mode generate, parsed by
+    another parser) re-parsed from its stored `raw` by each REPARSE parser that accepts these
+    labels (FinGPT's rule knows only negative/neutral/positive). Kept apart from `systems`, so
+    the paired tests and their Holm family stay those of the answers as parsed."""
+    out: dict[str, dict] = {}
+    for parser in REPARSE:
+        if not reparse_applies(parser, labels):
+            continue
+        parse = get_parser(parser)
+        for name in sorted(indexed):
+            meta = metas[name]
+            if meta.get("mode") != "generate" or meta.get("parser") == parser:
+                continue
+            by_id = {i: {**row, "parsed": parse(str(row["raw"]), labels)}
+                     for i, row in indexed[name].items()}
+            scored = score_system(by_id, ids, labels, n_boot, seed, ci_method)
+            scored.pop("table")
+            out.setdefault(parser, {})[name] = {
+                "kind": meta["kind"], "parsed_by": meta.get("parser") or "task parser",
+                "answers_changed": sum(by_id[i]["parsed"] != indexed[name][i]["parsed"]
+                                       for i in ids), **scored}
+    return out
+
+
 def confusion_rows(by_id: Mapping[str, Mapping], ids: Sequence[str]) -> list[dict[str, str]]:
     """DVC's confusion template format: one {"actual", "predicted"} row per example."""
     return [{"actual": by_id[i]["target"], "predicted": by_id[i]["parsed"]} for i in ids]
@@ -241,6 +286,10 @@ def score_dataset(
         "notes": task.get("notes", ""),
         "published": list(task.get("published") or []), "sample": dict(sample or {}),
     }
+    other_parsers = reparsed(indexed, {n: systems[n][1] for n in systems}, ids, labels, n_boot,
+                             seed, ci_method)
+    if other_parsers:
+        record["reparsed"] = other_parsers
     confusion = {name: confusion_rows(indexed[name], ids) for name in indexed}
     return round_floats(record), confusion
 
@@ -388,21 +437,39 @@ def bertscore_params(params: dict):
     return model_spec(params, cfg["model"], "score.bertscore.model"), layers
 
 
+SAFE_SNAPSHOT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
+PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def check_safetensors(model_dir: Path, where: str) -> None:
+    """The BERTScore encoder must load from safetensors: a folder whose weights are pickled
+    only (.bin, .pt, ...) is refused before bert-score would unpickle them."""
+    folder = Path(model_dir)
+    if any(folder.rglob("*.safetensors")):
+        return  # transformers loads these and never the pickles beside them
+    pickled = sorted(p.name for pattern in PICKLED for p in folder.rglob(pattern))
+    what = f"only pickled weights ({', '.join(pickled)})" if pickled else "no weights"
+    raise DataError(f"{where}: {folder} has {what}; models load from safetensors only (convert "
+                    "the checkpoint, e.g. with transformers' save_pretrained(safe_serialization"
+                    "=True))")
+
+
 def bertscore_settings(params: dict) -> dict:
     """{"model_dir", "num_layers", "label"} from `score.bertscore` (model: a key of models)."""
-    from pathlib import Path
-
     from tunebench.models.loading import resolve_model_dir
     from tunebench.running.params import section
 
     spec, layers = bertscore_params(params)
     if spec.source == "hub":
         # bert-score loads by name without a revision: fetch the pinned snapshot, pass its path.
+        # Configs, tokenizer files and safetensors weights only: never a pickled checkpoint.
         from huggingface_hub import snapshot_download
 
-        model_dir = snapshot_download(spec.id, revision=spec.revision)
+        model_dir = snapshot_download(spec.id, revision=spec.revision,
+                                      allow_patterns=SAFE_SNAPSHOT_FILES)
     else:
         model_dir = resolve_model_dir(spec, Path(section(params, "paths")["model_cache"]))
+    check_safetensors(Path(model_dir), f"params.yaml: score.bertscore.model {spec.name!r}")
     label = spec.id or spec.name
     if spec.source == "package":
         label = f"{label} (package {spec.package}/{spec.file})"
