@@ -62,6 +62,11 @@ def resplit_indices(n: int, test_size: float, seed: int) -> tuple[list[int], lis
     return perm[n_test:], perm[:n_test]
 
 
+def fold(text: Any) -> str:
+    """Text compared case- and space-folded: the key of groups, repeats and leakage."""
+    return " ".join(str(text).lower().split())
+
+
 def group_keys(df, column: str, where: str) -> list[str]:
     """Each row's group: the column's value as text, case- and space-folded (so one headline
     written twice with other spacing is one group). An empty value is an error, not a group."""
@@ -69,7 +74,7 @@ def group_keys(df, column: str, where: str) -> list[str]:
         raise DataError(f"{where}: no column {column!r}; has {', '.join(map(str, df.columns))}")
     keys = []
     for row, value in enumerate(df[column].tolist()):
-        key = " ".join(str(value).lower().split()) if not _missing(value) else ""
+        key = fold(value) if not _missing(value) else ""
         if not key:
             raise DataError(f"{where}: row {row} has no {column!r} value to group it by")
         keys.append(key)
@@ -99,42 +104,33 @@ def grouped_resplit_indices(keys: list[str], test_size: float,
     return train, test
 
 
-def resplit_summary(task: Task, raw: dict[str, Any]) -> dict[str, Any] | None:
-    """How `resplit` made train/test: its settings, and (grouped) the groups on each side."""
-    spec = task.resplit
-    if spec is None or all(name in raw for name in REQUIRED_SPLITS):
-        return None
-    out = {"from": spec.source, "test_size": spec.test_size, "seed": spec.seed,
-           "group": spec.group}
-    if spec.group is not None:
-        keys = group_keys(raw[spec.source], spec.group, f"{task.path}: resplit.group")
-        train, test = grouped_resplit_indices(keys, spec.test_size, spec.seed)
-        out["groups"] = {"train": len({keys[i] for i in train}),
-                         "test": len({keys[i] for i in test})}
-        out["rows"] = {"train": len(train), "test": len(test)}
-    return out
-
-
-def canonical_splits(task: Task, raw: dict[str, Any]) -> dict[str, tuple[str, Any]]:
-    """{split: (raw split it comes from, DataFrame)}: the raw splits as they are, or
-    train/test made by the task's `resplit` when the source does not carry them."""
+def canonical_splits(task: Task, raw: dict[str, Any]
+                     ) -> tuple[dict[str, tuple[str, Any]], dict[str, Any] | None]:
+    """({split: (raw split it comes from, DataFrame)}, grouped): the raw splits as they are, or
+    train/test made by the task's `resplit` when the source does not carry them; `grouped` is
+    a grouped resplit's summary (its settings, the groups and rows on each side), else None."""
     if all(name in raw for name in REQUIRED_SPLITS):
-        return {name: (name, df) for name, df in raw.items()}
+        return {name: (name, df) for name, df in raw.items()}, None
     if task.resplit is None or task.resplit.source not in raw:
         raise DataError(
             f"{task.path}: raw splits {sorted(raw)} lack {list(REQUIRED_SPLITS)} and the task "
             "has no matching 'resplit'"
         )
-    source, spec = raw[task.resplit.source], task.resplit
+    source, spec, grouped = raw[task.resplit.source], task.resplit, None
     if spec.group is None:
         train, test = resplit_indices(len(source), spec.test_size, spec.seed)
     else:
         keys = group_keys(source, spec.group, f"{task.path}: resplit.group")
         train, test = grouped_resplit_indices(keys, spec.test_size, spec.seed)
+        grouped = {"from": spec.source, "test_size": spec.test_size, "seed": spec.seed,
+                   "group": spec.group,
+                   "groups": {"train": len({keys[i] for i in train}),
+                              "test": len({keys[i] for i in test})},
+                   "rows": {"train": len(train), "test": len(test)}}
     out = {k: (k, v) for k, v in raw.items() if k != task.resplit.source}
     for name, rows in (("train", train), ("test", test)):
         out[name] = (task.resplit.source, source.iloc[rows].reset_index(drop=True))
-    return out
+    return out, grouped
 
 
 def repeats(df, text_field: str) -> dict[str, int]:
@@ -143,7 +139,7 @@ def repeats(df, text_field: str) -> dict[str, int]:
     `repeated_texts`, the same text once case and spaces are folded (one headline for several
     companies). Counted in the summary and the report; the rows are kept."""
     columns = [c for c in df.columns if c != "source_row"]
-    texts = [" ".join(str(t).lower().split()) for t in df[text_field].tolist()]
+    texts = [fold(t) for t in df[text_field].tolist()]
     # repr: lists or dicts from JSON Lines are not hashable, and bytes may not be UTF-8
     as_text = df[columns].map(repr)
     return {"duplicate_rows": int(as_text.duplicated().sum()) if columns else 0,
@@ -251,7 +247,8 @@ def label_transform(task: Task, raw: dict[str, Any], max_quarantine_share: float
                           "a dataset whose every row is quarantined through")
     splits, quarantine, summary = {}, [], {"task": task.name, "version": task.version,
                                             "splits": {}}
-    for split, (raw_split, df) in canonical_splits(task, raw).items():
+    canonical, grouped = canonical_splits(task, raw)
+    for split, (raw_split, df) in canonical.items():
         if len(df) == 0:
             raise DataError(f"{task.name}/{split}: no rows (raw split {raw_split!r} of "
                             f"{task.path} is empty); every split needs examples")
@@ -281,9 +278,8 @@ def label_transform(task: Task, raw: dict[str, Any], max_quarantine_share: float
                    max_quarantine_share=max_quarantine_share,
                    test_texts_in_train=len(leaked), test_texts_in_train_share=leak_share,
                    test_texts_in_train_ids=leaked[:20], max_leakage_share=max_leakage_share)
-    resplit = resplit_summary(task, raw)
-    if resplit is not None and resplit["group"] is not None:
-        summary["resplit"] = resplit
+    if grouped is not None:
+        summary["resplit"] = grouped
     if leak_share > max_leakage_share:
         raise DataError(
             f"{task.name}: {len(leaked)} of {n_test} test texts also occur in train "
@@ -299,10 +295,7 @@ def label_transform(task: Task, raw: dict[str, Any], max_quarantine_share: float
 
 
 def leaked_ids(splits: dict[str, Any]) -> list[str]:
-    """Ids of test rows whose text (case- and space-normalised) also occurs in train."""
-    def norm(text: str) -> str:
-        return " ".join(text.lower().split())
-
-    train = {norm(t) for t in splits["train"]["text"]}
+    """Ids of test rows whose text (case- and space-folded) also occurs in train."""
+    train = {fold(t) for t in splits["train"]["text"]}
     test = splits["test"]
-    return [i for i, t in zip(test["id"], test["text"], strict=True) if norm(t) in train]
+    return [i for i, t in zip(test["id"], test["text"], strict=True) if fold(t) in train]
